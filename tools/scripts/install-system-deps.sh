@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Switchyard's tests and benchmarks use. Idempotent; needs root
+# (or sudo). Packages:
+#   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
+#       the independent Python client of test/polyglot
+set -euo pipefail
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages present: ${packages[*]}"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
