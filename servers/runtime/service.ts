@@ -19,7 +19,7 @@ import {
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { richServiceError } from "../../clients/grpc/rich-error.js";
-import { toServiceError } from "./errors.js";
+import { SwitchyardError, toServiceError } from "./errors.js";
 
 /** What a handler knows about its call. */
 export interface CallContext {
@@ -98,34 +98,69 @@ type AnyCall =
   | ServerWritableStream<unknown, unknown>
   | ServerDuplexStream<unknown, unknown>;
 
+/**
+ * The context of one call. The AbortController and its listeners are created only when a
+ * handler first reads `signal` (most unary handlers never do), which keeps the per-call
+ * cost of the runtime low.
+ */
+class Context implements CallContext {
+  private ac: AbortController | undefined;
+  private readonly onCancel = (): void => this.ac?.abort(new Error("call cancelled by the client or its deadline passed"));
+  private readonly onShutdown = (): void => this.ac?.abort(new Error("node is shutting down"));
+  private cert: CallContext["peerCertificate"] | null = null;
+
+  constructor(
+    private readonly call: AnyCall,
+    readonly method: string,
+    private readonly deps: ImplementDeps,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (!this.ac) {
+      this.ac = new AbortController();
+      if (this.call.cancelled) this.onCancel();
+      else (this.call as NodeJS.EventEmitter).once("cancelled", this.onCancel);
+      if (this.deps.shutdown.aborted) this.onShutdown();
+      else this.deps.shutdown.addEventListener("abort", this.onShutdown, { once: true });
+    }
+    return this.ac.signal;
+  }
+
+  get metadata(): Metadata {
+    return this.call.metadata;
+  }
+
+  get peer(): string {
+    return this.call.getPeer();
+  }
+
+  get deadline(): Date | number {
+    return this.call.getDeadline();
+  }
+
+  get log(): Logger {
+    return this.deps.log;
+  }
+
+  get peerCertificate(): CallContext["peerCertificate"] {
+    if (this.cert === null) {
+      const auth = this.call.getAuthContext();
+      this.cert = auth.sslPeerCertificate ? { subject: { ...auth.sslPeerCertificate.subject } } : undefined;
+    }
+    return this.cert;
+  }
+
+  /** Drops the listeners once the call is over. */
+  done(): void {
+    if (!this.ac) return;
+    (this.call as NodeJS.EventEmitter).removeListener("cancelled", this.onCancel);
+    this.deps.shutdown.removeEventListener("abort", this.onShutdown);
+  }
+}
+
 function contextFor(call: AnyCall, method: string, deps: ImplementDeps): { ctx: CallContext; done: () => void } {
-  const ac = new AbortController();
-  const onCancel = (): void => ac.abort(new Error("call cancelled by the client or its deadline passed"));
-  const onShutdown = (): void => ac.abort(new Error("node is shutting down"));
-  (call as NodeJS.EventEmitter).once("cancelled", onCancel);
-  if (deps.shutdown.aborted) onShutdown();
-  else deps.shutdown.addEventListener("abort", onShutdown, { once: true });
-  let peerCertificate: CallContext["peerCertificate"];
-  const ctx: CallContext = {
-    signal: ac.signal,
-    metadata: call.metadata,
-    peer: call.getPeer(),
-    deadline: call.getDeadline(),
-    method,
-    log: deps.log,
-    get peerCertificate() {
-      if (peerCertificate === undefined) {
-        const auth = call.getAuthContext();
-        peerCertificate = auth.sslPeerCertificate ? { subject: { ...auth.sslPeerCertificate.subject } } : undefined;
-      }
-      return peerCertificate;
-    },
-  };
-  const done = (): void => {
-    (call as NodeJS.EventEmitter).removeListener("cancelled", onCancel);
-    deps.shutdown.removeEventListener("abort", onShutdown);
-  };
-  return { ctx, done };
+  const ctx = new Context(call, method, deps);
+  return { ctx, done: () => ctx.done() };
 }
 
 function sinkFor<T>(call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>, signal: AbortSignal): StreamSink<T> {
@@ -183,7 +218,8 @@ export function implement<S extends ServiceDefinition>(
           },
           (err: unknown) => {
             done();
-            callback(ctx.signal.aborted && deps.shutdown.aborted ? SHUTTING_DOWN() : toServiceError(err, deps.log, method));
+            const shuttingDown = deps.shutdown.aborted && !(err instanceof SwitchyardError);
+            callback(shuttingDown ? SHUTTING_DOWN() : toServiceError(err, deps.log, method));
           },
         );
       };
