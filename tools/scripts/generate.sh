@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 base="${1:-.}"
-buf=node_modules/.bin/buf
-"$buf" generate --output "$base"
+buf="bash tools/scripts/buf.sh"
+$buf generate --output "$base"
 # Source info stays in, so `grpcurl describe` shows the comments of our contracts.
-"$buf" build --as-file-descriptor-set -o "$base/gen/descriptor_set.binpb"
+$buf build --as-file-descriptor-set -o "$base/gen/descriptor_set.binpb"
