@@ -2,9 +2,9 @@
  * Runs one node process: load config, start the role, stop in stages on SIGINT/SIGTERM
  * (or when the launcher that spawned it goes away), exit non-zero on a bad config.
  */
-import { loadNodeConfig, ConfigError } from "./runtime/config.js";
+import { ConfigError, loadNodeConfig, rawRole, readRawConfig } from "./runtime/config.js";
 import { startNode, type RunningNode } from "./runtime/node.js";
-import { ROLES, roleSchemas } from "./roles.js";
+import { loadRole, roleNames, roleSchemasFor } from "./roles.js";
 
 /** Message a node sends its launcher over IPC once it serves. */
 export interface ReadyMessage {
@@ -20,10 +20,11 @@ export interface ReadyMessage {
 export async function runNode(configFile: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let node: RunningNode;
   try {
-    const config = loadNodeConfig({ file: configFile, env }, roleSchemas());
-    const role = ROLES.get(config.node.role);
+    const raw = readRawConfig({ file: configFile, env });
+    const config = loadNodeConfig({ raw, file: configFile }, await roleSchemasFor(rawRole(raw)), roleNames());
+    const role = await loadRole(config.node.role);
     if (!role) throw new ConfigError(`unknown role ${config.node.role}`);
-    node = await startNode(config, role as never);
+    node = await startNode(config, role);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`switchyard node: ${err.message}\n`);

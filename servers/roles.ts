@@ -1,14 +1,44 @@
-/** Every role the `switchyard node` program can run. Subsystems add theirs here. */
-import { bareRole } from "./bare/role.js";
-import type { RoleDefinition } from "./runtime/role.js";
+/**
+ * Every role the `switchyard node` program can run. Role modules load lazily: a node
+ * imports only its own role's code (a relay never loads pdf.js). Subsystems add an entry.
+ */
 import type { z } from "zod";
+import type { RoleDefinition } from "./runtime/role.js";
 
-/** Roles by name. */
-export const ROLES: ReadonlyMap<string, RoleDefinition<never>> = new Map(
-  ([bareRole] as RoleDefinition<never>[]).map((r) => [r.role, r]),
-);
+/** A role known to the node program. */
+interface RoleEntry {
+  summary: string;
+  load: () => Promise<RoleDefinition<never>>;
+}
 
-/** Config schemas by role name, for loadNodeConfig. */
-export function roleSchemas(): ReadonlyMap<string, z.ZodType> {
-  return new Map([...ROLES].map(([name, r]) => [name, r.configSchema as z.ZodType]));
+const entries: Record<string, RoleEntry> = {
+  bare: {
+    summary: "only the common services (node info and load, health, reflection)",
+    load: async () => (await import("./bare/role.js")).bareRole as RoleDefinition<never>,
+  },
+};
+
+/** Names and one-line summaries of every role. */
+export function roleSummaries(): { role: string; summary: string }[] {
+  return Object.entries(entries).map(([role, e]) => ({ role, summary: e.summary }));
+}
+
+/** Names of every role. */
+export function roleNames(): string[] {
+  return Object.keys(entries);
+}
+
+/** Loads a role's definition; undefined for an unknown role. */
+export async function loadRole(name: string): Promise<RoleDefinition<never> | undefined> {
+  const entry = Object.hasOwn(entries, name) ? entries[name] : undefined;
+  if (!entry) return undefined;
+  const def = await entry.load();
+  if (def.role !== name) throw new Error(`role module for ${name} defines ${def.role}`);
+  return def;
+}
+
+/** Config schemas for loadNodeConfig: the loaded role's, plus every name (for the error text). */
+export async function roleSchemasFor(name: string | undefined): Promise<ReadonlyMap<string, z.ZodType>> {
+  const role = name ? await loadRole(name) : undefined;
+  return role ? new Map([[role.role, role.configSchema as z.ZodType]]) : new Map();
 }

@@ -160,11 +160,8 @@ export interface ConfigSource {
   baseDir?: string;
 }
 
-/**
- * Loads, overrides and validates a node configuration. `roleSchemas` maps role names to
- * the schema of their section. Throws ConfigError naming every bad key.
- */
-export function loadNodeConfig(src: ConfigSource, roleSchemas: ReadonlyMap<string, z.ZodType>): NodeConfig {
+/** Reads the raw YAML of a config source (with env overrides applied); throws ConfigError. */
+export function readRawConfig(src: ConfigSource): Record<string, unknown> {
   let raw: Record<string, unknown>;
   if (src.raw) {
     raw = structuredClone(src.raw);
@@ -185,6 +182,25 @@ export function loadNodeConfig(src: ConfigSource, roleSchemas: ReadonlyMap<strin
     raw = {};
   }
   if (src.env) applyEnvOverrides(raw, src.env);
+  return raw;
+}
+
+/** The role a raw configuration names, if any. */
+export function rawRole(raw: Record<string, unknown>): string | undefined {
+  const role = (raw["node"] as Record<string, unknown> | undefined)?.["role"];
+  return typeof role === "string" ? role : undefined;
+}
+
+/**
+ * Loads, overrides and validates a node configuration. `roleSchemas` maps role names to
+ * the schema of their section. Throws ConfigError naming every bad key.
+ */
+export function loadNodeConfig(
+  src: ConfigSource,
+  roleSchemas: ReadonlyMap<string, z.ZodType>,
+  knownRoles: readonly string[] = [...roleSchemas.keys()],
+): NodeConfig {
+  const raw = readRawConfig(src);
   const baseDir = src.file ? dirname(resolve(src.file)) : resolve(src.baseDir ?? ".");
 
   const role = (raw["node"] as Record<string, unknown> | undefined)?.["role"];
@@ -196,7 +212,7 @@ export function loadNodeConfig(src: ConfigSource, roleSchemas: ReadonlyMap<strin
   const base = baseConfigSchema.safeParse(baseRaw);
   if (!base.success) issues.push(...formatIssues([], base.error));
   if (typeof role === "string" && !roleSchema) {
-    issues.push({ key: "node.role", message: `unknown role "${role}"; known: ${[...roleSchemas.keys()].join(", ")}` });
+    issues.push({ key: "node.role", message: `unknown role "${role}"; known: ${knownRoles.join(", ")}` });
   }
   let roleConfig: unknown;
   if (roleSchema && roleKey) {

@@ -12,7 +12,6 @@ import type { z } from "zod";
 import { loadNodeConfig } from "../../servers/runtime/config.js";
 import { startNode, type RunningNode } from "../../servers/runtime/node.js";
 import type { RoleDefinition } from "../../servers/runtime/role.js";
-import { roleSchemas } from "../../servers/roles.js";
 import { nodeEntryPoint } from "../../tools/cluster/launcher.js";
 import type { ReadyMessage } from "../../servers/main.js";
 
@@ -60,8 +59,7 @@ export interface TestNodeOptions {
 /** Starts a node of `role` in this process on 127.0.0.1:0; stopped after the test. */
 export async function startTestNode<C>(role: RoleDefinition<C>, opts: TestNodeOptions = {}): Promise<RunningNode> {
   const id = opts.id ?? `${role.role}-${Math.random().toString(36).slice(2, 8)}`;
-  const schemas = new Map(roleSchemas());
-  schemas.set(role.role, role.configSchema as z.ZodType);
+  const schemas = new Map<string, z.ZodType>([[role.role, role.configSchema as z.ZodType]]);
   const sectionKey = role.role.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
   const { node: nodeOverrides, ...sections } = opts.config ?? {};
   const raw: Record<string, unknown> = {

@@ -1,7 +1,7 @@
 /** `switchyard node --config FILE`: run one node (the way a cluster spreads over machines). */
 import type { Command } from "commander";
 import { runNode } from "../../../servers/main.js";
-import { ROLES } from "../../../servers/roles.js";
+import { roleSummaries } from "../../../servers/roles.js";
 
 /** Registers `node` and `roles`. */
 export function registerNode(program: Command): void {
@@ -17,6 +17,6 @@ export function registerNode(program: Command): void {
     .command("roles")
     .description("list the roles a node can run")
     .action(() => {
-      for (const r of ROLES.values()) process.stdout.write(`${r.role.padEnd(18)} ${r.summary}\n`);
+      for (const r of roleSummaries()) process.stdout.write(`${r.role.padEnd(18)} ${r.summary}\n`);
     });
 }
