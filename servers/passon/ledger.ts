@@ -8,7 +8,7 @@
  */
 import type { Collection, NodeStore, StoreBatch } from "../runtime/store.js";
 import type { BillingLine, DataDiff, DataEntry, UsageRecord } from "../../gen/switchyard/passon/v1/app.js";
-import { DiffOutcome } from "../../gen/switchyard/passon/v1/app.js";
+import { DataEntry as DataEntryCodec, DiffOutcome } from "../../gen/switchyard/passon/v1/app.js";
 
 /** How long a center remembers counted record / applied diff ids (duplicates older than this would count again). */
 export const SEEN_TTL_MS = 30 * 24 * 3600_000;
@@ -312,7 +312,7 @@ export interface DiffApplied {
  */
 export class MasterData {
   private readonly master: Collection<MasterEntry>;
-  private readonly applied: Collection<DiffApplied>;
+  private readonly applied: Collection<{ diffId: string; user: string; outcome: DiffOutcome; entry: unknown }>;
   private readonly conflicts: Collection<StoredDiff>;
   private readonly mutex = new Mutex();
 
@@ -321,7 +321,7 @@ export class MasterData {
     private readonly ids: IdSource,
   ) {
     this.master = store.collection<MasterEntry>("passon-master");
-    this.applied = store.collection<DiffApplied>("passon-diff-seen", { ttl: true });
+    this.applied = store.collection("passon-diff-seen", { ttl: true });
     this.conflicts = store.collection<StoredDiff>("passon-conflicts");
   }
 
@@ -348,13 +348,13 @@ export class MasterData {
       for (const d of diffs) {
         const prior = await this.applied.get(d.diffId);
         if (prior) {
-          out.push(prior);
+          out.push({ ...prior, entry: DataEntryCodec.fromJSON(prior.entry) });
           continue;
         }
         const mk = `${d.user}\u0000${d.key}`;
         const cur = pending.has(mk) ? pending.get(mk) : await this.master.get(mk);
         const ver = cur?.ver ?? 0;
-        const ok = ver === d.baseVersion || (cur !== undefined && cur.writer === d.writer && d.baseVersion >= cur.runStart && d.baseVersion <= ver);
+        const ok = d.baseVersion === -1 || ver === d.baseVersion || (cur !== undefined && cur.writer === d.writer && d.baseVersion >= cur.runStart && d.baseVersion <= ver);
         let result: DiffApplied;
         if (ok) {
           const next: MasterEntry = { v: d.value, ver: ver + 1, writer: d.writer, runStart: cur && cur.writer === d.writer ? cur.runStart : ver };
@@ -365,7 +365,7 @@ export class MasterData {
           batch.put(this.conflicts, `${d.user}\u0000${this.ids.next().key}`, d);
           result = { diffId: d.diffId, user: d.user, outcome: DiffOutcome.CONFLICT, entry: toEntry(d.key, cur as MasterEntry) };
         }
-        batch.put(this.applied, d.diffId, result, { ttlMs: SEEN_TTL_MS });
+        batch.put(this.applied, d.diffId, { ...result, entry: DataEntryCodec.toJSON(result.entry) }, { ttlMs: SEEN_TTL_MS });
         out.push(result);
       }
       extra?.(batch);
