@@ -169,7 +169,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       servedBy: nodeId,
       hops,
       version: app.meta.version,
-      execTime: msToDuration(reply.execMicros / 1000),
+      execTime: { seconds: BigInt(Math.floor(reply.execMicros / 1e6)), nanos: (reply.execMicros % 1e6) * 1000 },
       recordId: rec.id,
     };
   };
