@@ -2177,9 +2177,10 @@ export const ControlServiceService = {
    * parent answers `welcome`, then sends commands whenever an operator (or the parent's
    * provisioning) asks, and acknowledges records and diffs once they are durably counted.
    * The stream stays open until either side goes away; the child reconnects with backoff.
-   * Errors: INVALID_ARGUMENT when the first message is not a valid hello;
-   * ALREADY_EXISTS (reason CHILD_ALREADY_CONNECTED) when a stream for the same node id is
-   * open; UNAVAILABLE when the parent shuts down. Safe to reopen.
+   * A new stream from a node id that already has one replaces (and ends) the older stream,
+   * so a child restarted after kill -9 is not locked out by its half-dead connection.
+   * Errors: INVALID_ARGUMENT (reason HELLO_REQUIRED) when the first message is not a valid
+   * hello; UNAVAILABLE when the parent shuts down. Safe to reopen.
    */
   connect: {
     path: "/switchyard.passon.v1.ControlService/Connect" as const,
@@ -2212,9 +2213,10 @@ export interface ControlServiceServer extends UntypedServiceImplementation {
    * parent answers `welcome`, then sends commands whenever an operator (or the parent's
    * provisioning) asks, and acknowledges records and diffs once they are durably counted.
    * The stream stays open until either side goes away; the child reconnects with backoff.
-   * Errors: INVALID_ARGUMENT when the first message is not a valid hello;
-   * ALREADY_EXISTS (reason CHILD_ALREADY_CONNECTED) when a stream for the same node id is
-   * open; UNAVAILABLE when the parent shuts down. Safe to reopen.
+   * A new stream from a node id that already has one replaces (and ends) the older stream,
+   * so a child restarted after kill -9 is not locked out by its half-dead connection.
+   * Errors: INVALID_ARGUMENT (reason HELLO_REQUIRED) when the first message is not a valid
+   * hello; UNAVAILABLE when the parent shuts down. Safe to reopen.
    */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
   /**
@@ -2230,9 +2232,10 @@ export interface ControlServiceClient extends Client {
    * parent answers `welcome`, then sends commands whenever an operator (or the parent's
    * provisioning) asks, and acknowledges records and diffs once they are durably counted.
    * The stream stays open until either side goes away; the child reconnects with backoff.
-   * Errors: INVALID_ARGUMENT when the first message is not a valid hello;
-   * ALREADY_EXISTS (reason CHILD_ALREADY_CONNECTED) when a stream for the same node id is
-   * open; UNAVAILABLE when the parent shuts down. Safe to reopen.
+   * A new stream from a node id that already has one replaces (and ends) the older stream,
+   * so a child restarted after kill -9 is not locked out by its half-dead connection.
+   * Errors: INVALID_ARGUMENT (reason HELLO_REQUIRED) when the first message is not a valid
+   * hello; UNAVAILABLE when the parent shuts down. Safe to reopen.
    */
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
