@@ -16,6 +16,18 @@ const entries: Record<string, RoleEntry> = {
     summary: "only the common services (node info and load, health, reflection)",
     load: async () => (await import("./bare/role.js")).bareRole as RoleDefinition<never>,
   },
+  local: {
+    summary: "pass-on local server: runs delegated WebAssembly apps, passes the rest up",
+    load: async () => (await import("./passon/index.js")).localRole as RoleDefinition<never>,
+  },
+  center: {
+    summary: "pass-on center: installs apps remotely, delegates sign-on, keeps user data and billing",
+    load: async () => (await import("./passon/index.js")).centerRole as RoleDefinition<never>,
+  },
+  "upper-center": {
+    summary: "pass-on upper center: the top of the hierarchy",
+    load: async () => (await import("./passon/index.js")).upperCenterRole as RoleDefinition<never>,
+  },
 };
 
 /** Names and one-line summaries of every role. */

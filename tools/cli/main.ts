@@ -4,6 +4,7 @@ import { Command } from "commander";
 import { packageVersion } from "../../servers/runtime/paths.js";
 import { registerCall } from "./commands/call.js";
 import { registerNode } from "./commands/node.js";
+import { registerPasson } from "./commands/passon.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
 
@@ -20,5 +21,6 @@ registerUp(program);
 registerNode(program);
 registerStatus(program);
 registerCall(program);
+registerPasson(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,5 @@
+;; trap: executes `unreachable`.
+(module
+  ;;@alloc
+  (func (export "handle") (param $p i32) (param $n i32) (result i32)
+    (unreachable)))

@@ -1,0 +1,153 @@
+/**
+ * The parent side of the control channel: one session per connected child, commands with
+ * results, and the children's last known state (persisted, so `passon tree` shows a child
+ * that is down as offline with its last report, never as healthy).
+ */
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { ChildState } from "../../gen/switchyard/passon/v1/app.js";
+import type { Command, CommandResult, ConnectResponse, Status } from "../../gen/switchyard/passon/v1/control_service.js";
+import type { Collection, NodeStore } from "../runtime/store.js";
+import { DeadlineExceededError, NotFoundError } from "../runtime/errors.js";
+import type { StreamSink } from "../runtime/service.js";
+import { DOMAIN, ForwardedError, UnavailableError } from "./errors.js";
+
+/** One open control channel. */
+export interface ChildSession {
+  nodeId: string;
+  role: string;
+  sink: StreamSink<ConnectResponse>;
+  connectedAt: number;
+  lastReport: number;
+  status: Status | undefined;
+  pending: Map<string, (r: CommandResult) => void>;
+  open: boolean;
+  /** Ends the stream (when a newer session for the same child replaces it). */
+  close: () => void;
+}
+
+/** The children of a center. */
+export class Children {
+  private readonly sessions = new Map<string, ChildSession>();
+  private readonly known = new Map<string, ChildState>();
+  private readonly col: Collection<unknown>;
+
+  constructor(
+    store: NodeStore,
+    private readonly offlineAfterMs: number,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.col = store.collection<unknown>("passon-children");
+  }
+
+  /** Loads the last known state of every child. */
+  async open(): Promise<void> {
+    for await (const [id, v] of this.col.entries()) this.known.set(id, { ...ChildState.fromJSON(v), online: false });
+  }
+
+  /** Registers a child's new session, replacing (and closing) an older one. */
+  attach(s: ChildSession): void {
+    const old = this.sessions.get(s.nodeId);
+    if (old && old !== s) {
+      this.log.info({ child: s.nodeId }, "child reconnected; closing its previous control channel");
+      old.open = false;
+      old.close();
+    }
+    this.sessions.set(s.nodeId, s);
+    this.update(s);
+  }
+
+  /** Marks a session closed. */
+  detach(s: ChildSession): void {
+    s.open = false;
+    for (const resolve of s.pending.values()) resolve({ commandId: "", code: 14, message: `child ${s.nodeId} went offline before answering`, reason: "CHILD_OFFLINE" });
+    s.pending.clear();
+    if (this.sessions.get(s.nodeId) === s) this.sessions.delete(s.nodeId);
+    void this.persist(s.nodeId);
+  }
+
+  /** Records a report from the child. */
+  update(s: ChildSession): void {
+    s.lastReport = this.now();
+    const st = s.status;
+    this.known.set(s.nodeId, {
+      nodeId: s.nodeId,
+      role: s.role,
+      online: true,
+      lastReport: new Date(s.lastReport),
+      connectedAt: new Date(s.connectedAt),
+      apps: st?.apps ?? [],
+      queuedRecords: st?.queuedRecords ?? 0n,
+      queuedDiffs: st?.queuedDiffs ?? 0n,
+      ...(st?.delegationNotAfter ? { delegationNotAfter: st.delegationNotAfter } : {}),
+      descendants: (st?.descendants ?? []).map((d) => d.nodeId),
+    });
+    void this.persist(s.nodeId);
+  }
+
+  private async persist(id: string): Promise<void> {
+    const k = this.known.get(id);
+    if (k) await this.col.put(id, ChildState.toJSON({ ...k, online: false })).catch((err: unknown) => this.log.warn({ err }, "could not persist child state"));
+  }
+
+  /** The open session of a child whose reports are fresh, or undefined. */
+  live(id: string): ChildSession | undefined {
+    const s = this.sessions.get(id);
+    return s && s.open && this.now() - s.lastReport < this.offlineAfterMs ? s : undefined;
+  }
+
+  /** True when `id` has ever connected. */
+  knows(id: string): boolean {
+    return this.known.has(id);
+  }
+
+  /** Every known child with its true online state, plus what it reported of its descendants. */
+  states(): ChildState[] {
+    const out: ChildState[] = [];
+    for (const [id, k] of [...this.known].sort(([a], [b]) => a.localeCompare(b))) {
+      out.push({ ...k, online: this.live(id) !== undefined });
+      const s = this.sessions.get(id);
+      for (const d of s?.status?.descendants ?? []) out.push({ ...d, online: d.online && this.live(id) !== undefined });
+    }
+    return out;
+  }
+
+  /** Sends a command to a child and waits for its result; failures become errors with the child's status. */
+  async command(id: string, action: Command["action"], timeoutMs: number): Promise<CommandResult> {
+    const s = this.live(id);
+    if (!s) {
+      if (!this.knows(id)) throw new NotFoundError(`no child node ${id}`, { reason: "NODE_NOT_FOUND", domain: DOMAIN, metadata: { node: id } });
+      throw new UnavailableError(`child ${id} is offline (its control channel is closed)`, { reason: "CHILD_OFFLINE", domain: DOMAIN, metadata: { node: id }, retryDelayMs: 2000 });
+    }
+    const commandId = randomUUID();
+    const result = await new Promise<CommandResult | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        s.pending.delete(commandId);
+        resolve(undefined);
+      }, timeoutMs);
+      timer.unref();
+      s.pending.set(commandId, (r) => {
+        clearTimeout(timer);
+        s.pending.delete(commandId);
+        resolve(r);
+      });
+      s.sink.write({ message: { $case: "command", value: { commandId, action } } });
+    });
+    if (!result) throw new DeadlineExceededError(`child ${id} did not answer within ${timeoutMs} ms`, { reason: "CHILD_TIMEOUT", domain: DOMAIN });
+    if (result.code !== 0) {
+      throw new ForwardedError({ code: result.code, message: `${id}: ${result.message}`, errorInfo: { reason: result.reason || "CHILD_FAILED", domain: DOMAIN, metadata: { node: id } } });
+    }
+    return result;
+  }
+
+  /** Resolves a pending command with the child's result. */
+  resolve(s: ChildSession, r: CommandResult): void {
+    s.pending.get(r.commandId)?.(r);
+  }
+
+  /** Open sessions. */
+  get online(): ChildSession[] {
+    return [...this.sessions.values()].filter((s) => this.live(s.nodeId));
+  }
+}

@@ -1,0 +1,444 @@
+/**
+ * Durable bookkeeping of a pass-on node:
+ * - Ids: "<node>:<boot epoch>:<counter>", unique across restarts without a write per id.
+ * - Outbox (locals): usage records and data diffs waiting for the parent's ack.
+ * - Ledger (centers): usage aggregated per user/app/serving node, each record counted
+ *   exactly once (a record id already seen is acknowledged and skipped).
+ * - Master data (centers) with the conflict rule, and the data cache (locals).
+ */
+import type { Collection, NodeStore, StoreBatch } from "../runtime/store.js";
+import type { BillingLine, DataDiff, DataEntry, UsageRecord } from "../../gen/switchyard/passon/v1/app.js";
+import { DataEntry as DataEntryCodec, DiffOutcome } from "../../gen/switchyard/passon/v1/app.js";
+
+/** How long a center remembers counted record / applied diff ids (duplicates older than this would count again). */
+export const SEEN_TTL_MS = 30 * 24 * 3600_000;
+
+/** Allocates unique ids for this boot of the node. */
+export class IdSource {
+  private counter = 0;
+  private constructor(
+    readonly nodeId: string,
+    readonly epoch: number,
+  ) {}
+
+  /** Bumps and persists the boot epoch. */
+  static async open(store: NodeStore, nodeId: string): Promise<IdSource> {
+    const meta = store.collection<number>("passon-meta");
+    const epoch = ((await meta.get("epoch")) ?? 0) + 1;
+    await meta.put("epoch", epoch);
+    return new IdSource(nodeId, epoch);
+  }
+
+  /** A new id and its sortable outbox key. */
+  next(): { id: string; key: string } {
+    const n = ++this.counter;
+    return { id: `${this.nodeId}:${this.epoch}:${n}`, key: `${this.epoch.toString(36).padStart(8, "0")}:${n.toString(36).padStart(10, "0")}` };
+  }
+}
+
+/** JSON form of a usage record in the store. */
+export interface StoredRecord {
+  recordId: string;
+  user: string;
+  app: string;
+  version: number;
+  nodeId: string;
+  calls: number;
+  execMicros: number;
+  bytesIn: number;
+  bytesOut: number;
+  at: number;
+}
+
+/** JSON form of a data diff in the store. */
+export interface StoredDiff {
+  diffId: string;
+  user: string;
+  key: string;
+  /** base64 value; null = deleted. */
+  value: string | null;
+  baseVersion: number;
+  writer: string;
+}
+
+/** Converters between the store's JSON and the contract's messages. */
+export const convert = {
+  recordToProto(r: StoredRecord): UsageRecord {
+    return {
+      recordId: r.recordId,
+      user: r.user,
+      app: r.app,
+      version: r.version,
+      nodeId: r.nodeId,
+      calls: BigInt(r.calls),
+      execMicros: BigInt(r.execMicros),
+      bytesIn: BigInt(r.bytesIn),
+      bytesOut: BigInt(r.bytesOut),
+      at: new Date(r.at),
+    };
+  },
+  recordFromProto(r: UsageRecord): StoredRecord {
+    return {
+      recordId: r.recordId,
+      user: r.user,
+      app: r.app,
+      version: r.version,
+      nodeId: r.nodeId,
+      calls: Number(r.calls),
+      execMicros: Number(r.execMicros),
+      bytesIn: Number(r.bytesIn),
+      bytesOut: Number(r.bytesOut),
+      at: r.at?.getTime() ?? 0,
+    };
+  },
+  diffToProto(d: StoredDiff): DataDiff {
+    return {
+      diffId: d.diffId,
+      user: d.user,
+      key: d.key,
+      value: d.value === null ? Buffer.alloc(0) : Buffer.from(d.value, "base64"),
+      deleted: d.value === null,
+      baseVersion: BigInt(d.baseVersion),
+      writer: d.writer,
+    };
+  },
+  diffFromProto(d: DataDiff): StoredDiff {
+    return {
+      diffId: d.diffId,
+      user: d.user,
+      key: d.key,
+      value: d.deleted ? null : Buffer.from(d.value).toString("base64"),
+      baseVersion: Number(d.baseVersion),
+      writer: d.writer,
+    };
+  },
+};
+
+/** The local's queue of records and diffs for its parent. */
+export class Outbox {
+  readonly records: Collection<StoredRecord>;
+  readonly diffs: Collection<StoredDiff>;
+  /** Outbox keys by record/diff id, for deleting on ack. */
+  private readonly keyOf = new Map<string, string>();
+  private recordCount = 0;
+  private diffCount = 0;
+
+  constructor(private readonly store: NodeStore) {
+    this.records = store.collection<StoredRecord>("passon-out-records");
+    this.diffs = store.collection<StoredDiff>("passon-out-diffs");
+  }
+
+  /** Indexes what survived a restart. */
+  async open(): Promise<void> {
+    for await (const [k, r] of this.records.entries()) {
+      this.keyOf.set(r.recordId, k);
+      this.recordCount++;
+    }
+    for await (const [k, d] of this.diffs.entries()) {
+      this.keyOf.set(d.diffId, k);
+      this.diffCount++;
+    }
+  }
+
+  /** Adds a record to `batch` (queued once the batch is written). */
+  addRecord(batch: StoreBatch, key: string, r: StoredRecord): void {
+    batch.put(this.records, key, r);
+    this.keyOf.set(r.recordId, key);
+    this.recordCount++;
+  }
+
+  /** Adds a diff to `batch`. */
+  addDiff(batch: StoreBatch, key: string, d: StoredDiff): void {
+    batch.put(this.diffs, key, d);
+    this.keyOf.set(d.diffId, key);
+    this.diffCount++;
+  }
+
+  /** Oldest records, at most `limit`. */
+  async pendingRecords(limit: number): Promise<StoredRecord[]> {
+    const out: StoredRecord[] = [];
+    for await (const [, r] of this.records.entries({ limit })) out.push(r);
+    return out;
+  }
+
+  /** Oldest diffs, at most `limit`. */
+  async pendingDiffs(limit: number): Promise<StoredDiff[]> {
+    const out: StoredDiff[] = [];
+    for await (const [, d] of this.diffs.entries({ limit })) out.push(d);
+    return out;
+  }
+
+  /** Pending diffs of one user (applied over a freshly fetched master copy). */
+  async pendingDiffsOf(user: string): Promise<StoredDiff[]> {
+    const out: StoredDiff[] = [];
+    for await (const [, d] of this.diffs.entries()) if (d.user === user) out.push(d);
+    return out;
+  }
+
+  /** Forgets acknowledged records. */
+  async ackRecords(ids: string[]): Promise<void> {
+    const batch = this.store.batch();
+    for (const id of ids) {
+      const k = this.keyOf.get(id);
+      if (k === undefined) continue;
+      batch.del(this.records, k);
+      this.keyOf.delete(id);
+      this.recordCount--;
+    }
+    await batch.write();
+  }
+
+  /** Forgets acknowledged diffs (in the caller's batch). */
+  ackDiffs(batch: StoreBatch, ids: string[]): void {
+    for (const id of ids) {
+      const k = this.keyOf.get(id);
+      if (k === undefined) continue;
+      batch.del(this.diffs, k);
+      this.keyOf.delete(id);
+      this.diffCount--;
+    }
+  }
+
+  /** Queue lengths. */
+  get queued(): { records: number; diffs: number } {
+    return { records: this.recordCount, diffs: this.diffCount };
+  }
+}
+
+interface Totals {
+  calls: number;
+  execMicros: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Serializes async critical sections. */
+export class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  /** Runs `fn` after every earlier call finished. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/** A center's billing: aggregates with exactly-once counting. */
+export class Ledger {
+  private readonly agg: Collection<Totals>;
+  private readonly seen: Collection<number>;
+  private readonly mutex = new Mutex();
+
+  constructor(private readonly store: NodeStore) {
+    this.agg = store.collection<Totals>("passon-billing");
+    this.seen = store.collection<number>("passon-billing-seen", { ttl: true });
+  }
+
+  /** Counts records not counted before (atomically with their seen marks); returns ids to ack (all of them). */
+  ingest(records: StoredRecord[]): Promise<string[]> {
+    return this.mutex.run(async () => {
+      const fresh: StoredRecord[] = [];
+      const seen = await this.seen.getMany(records.map((r) => r.recordId));
+      const inBatch = new Set<string>();
+      records.forEach((r, i) => {
+        if (seen[i] === undefined && !inBatch.has(r.recordId)) {
+          fresh.push(r);
+          inBatch.add(r.recordId);
+        }
+      });
+      if (fresh.length) {
+        const sums = new Map<string, Totals>();
+        for (const r of fresh) {
+          const k = `${r.user}\u0000${r.app}\u0000${r.nodeId}`;
+          const t = sums.get(k) ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
+          t.calls += r.calls;
+          t.execMicros += r.execMicros;
+          t.bytesIn += r.bytesIn;
+          t.bytesOut += r.bytesOut;
+          sums.set(k, t);
+        }
+        const keys = [...sums.keys()];
+        const current = await this.agg.getMany(keys);
+        const batch = this.store.batch();
+        keys.forEach((k, i) => {
+          const add = sums.get(k) as Totals;
+          const c = current[i] ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
+          batch.put(this.agg, k, { calls: c.calls + add.calls, execMicros: c.execMicros + add.execMicros, bytesIn: c.bytesIn + add.bytesIn, bytesOut: c.bytesOut + add.bytesOut });
+        });
+        for (const r of fresh) batch.put(this.seen, r.recordId, 1, { ttlMs: SEEN_TTL_MS });
+        await batch.write();
+      }
+      return records.map((r) => r.recordId);
+    });
+  }
+
+  /** One user's lines. */
+  async billing(user: string): Promise<BillingLine[]> {
+    const out: BillingLine[] = [];
+    for await (const [k, t] of this.agg.prefixed(`${user}\u0000`)) {
+      const [, app, nodeId] = k.split("\u0000");
+      out.push({ user, app: app ?? "", nodeId: nodeId ?? "", calls: BigInt(t.calls), execMicros: BigInt(t.execMicros), bytesIn: BigInt(t.bytesIn), bytesOut: BigInt(t.bytesOut) });
+    }
+    return out;
+  }
+}
+
+interface MasterEntry {
+  /** base64 value, null when deleted. */
+  v: string | null;
+  ver: number;
+  /** Node whose app wrote the current version. */
+  writer: string;
+  /** Version before the current writer's run of consecutive writes began. */
+  runStart: number;
+}
+
+/** Result of applying a diff to the master copy. */
+export interface DiffApplied {
+  diffId: string;
+  user: string;
+  outcome: DiffOutcome;
+  entry: DataEntry;
+}
+
+/**
+ * The master copy of user data at a center.
+ *
+ * Conflict rule (first change to reach the master wins): a diff based on version b is
+ * applied when the master is still at b, or when every change since b came from the same
+ * writer (its own earlier diffs). Otherwise another place changed the key in between: the
+ * master keeps its value, the diff is stored as a conflict, and the writer gets the master
+ * entry back to refresh its cache.
+ */
+export class MasterData {
+  private readonly master: Collection<MasterEntry>;
+  private readonly applied: Collection<{ diffId: string; user: string; outcome: DiffOutcome; entry: unknown }>;
+  private readonly conflicts: Collection<StoredDiff>;
+  private readonly mutex = new Mutex();
+
+  constructor(
+    private readonly store: NodeStore,
+    private readonly ids: IdSource,
+  ) {
+    this.master = store.collection<MasterEntry>("passon-master");
+    this.applied = store.collection("passon-diff-seen", { ttl: true });
+    this.conflicts = store.collection<StoredDiff>("passon-conflicts");
+  }
+
+  /** All entries of a user (tombstones included). */
+  async entries(user: string): Promise<DataEntry[]> {
+    const out: DataEntry[] = [];
+    for await (const [k, e] of this.master.prefixed(`${user}\u0000`)) out.push(toEntry(k.slice(user.length + 1), e));
+    return out;
+  }
+
+  /** The user's live values, for running an app at this node. */
+  async values(user: string): Promise<Map<string, Uint8Array>> {
+    const m = new Map<string, Uint8Array>();
+    for await (const [k, e] of this.master.prefixed(`${user}\u0000`)) if (e.v !== null) m.set(k.slice(user.length + 1), Buffer.from(e.v, "base64"));
+    return m;
+  }
+
+  /** Applies diffs in order (each exactly once); returns their outcomes. */
+  apply(diffs: StoredDiff[], extra?: (batch: StoreBatch) => void): Promise<DiffApplied[]> {
+    return this.mutex.run(async () => {
+      const out: DiffApplied[] = [];
+      const batch = this.store.batch();
+      const pending = new Map<string, MasterEntry | undefined>();
+      for (const d of diffs) {
+        const prior = await this.applied.get(d.diffId);
+        if (prior) {
+          out.push({ ...prior, entry: DataEntryCodec.fromJSON(prior.entry) });
+          continue;
+        }
+        const mk = `${d.user}\u0000${d.key}`;
+        const cur = pending.has(mk) ? pending.get(mk) : await this.master.get(mk);
+        const ver = cur?.ver ?? 0;
+        const ok = d.baseVersion === -1 || ver === d.baseVersion || (cur !== undefined && cur.writer === d.writer && d.baseVersion >= cur.runStart && d.baseVersion <= ver);
+        let result: DiffApplied;
+        if (ok) {
+          const next: MasterEntry = { v: d.value, ver: ver + 1, writer: d.writer, runStart: cur && cur.writer === d.writer ? cur.runStart : ver };
+          pending.set(mk, next);
+          batch.put(this.master, mk, next);
+          result = { diffId: d.diffId, user: d.user, outcome: DiffOutcome.APPLIED, entry: toEntry(d.key, next) };
+        } else {
+          batch.put(this.conflicts, `${d.user}\u0000${this.ids.next().key}`, d);
+          result = { diffId: d.diffId, user: d.user, outcome: DiffOutcome.CONFLICT, entry: toEntry(d.key, cur as MasterEntry) };
+        }
+        batch.put(this.applied, d.diffId, { ...result, entry: DataEntryCodec.toJSON(result.entry) }, { ttlMs: SEEN_TTL_MS });
+        out.push(result);
+      }
+      extra?.(batch);
+      await batch.write();
+      return out;
+    });
+  }
+
+  /** Conflicts recorded for a user, oldest first. */
+  async conflictsOf(user: string): Promise<StoredDiff[]> {
+    const out: StoredDiff[] = [];
+    for await (const [, d] of this.conflicts.prefixed(`${user}\u0000`)) out.push(d);
+    return out;
+  }
+}
+
+function toEntry(key: string, e: MasterEntry): DataEntry {
+  return { key, value: e.v === null ? Buffer.alloc(0) : Buffer.from(e.v, "base64"), version: BigInt(e.ver), deleted: e.v === null };
+}
+
+interface CacheEntry {
+  v: string | null;
+  /** Master version the value is based on. */
+  ver: number;
+}
+
+/** A local's cache of user data, with an expiry per user. */
+export class DataCache {
+  readonly cache: Collection<CacheEntry>;
+  private readonly fresh: Collection<number>;
+
+  constructor(private readonly store: NodeStore) {
+    this.cache = store.collection<CacheEntry>("passon-cache");
+    this.fresh = store.collection<number>("passon-cache-fresh");
+  }
+
+  /** When the user's cache was last filled from the master, or undefined. */
+  fetchedAt(user: string): Promise<number | undefined> {
+    return this.fresh.get(user);
+  }
+
+  /** Replaces the user's cache with master entries, then re-applies still-pending local diffs. */
+  async fill(user: string, entries: DataEntry[], pending: StoredDiff[], at: number): Promise<void> {
+    const batch = this.store.batch();
+    for await (const [k] of this.cache.prefixed(`${user}\u0000`)) batch.del(this.cache, k);
+    const map = new Map<string, CacheEntry>();
+    for (const e of entries) map.set(e.key, { v: e.deleted ? null : Buffer.from(e.value).toString("base64"), ver: Number(e.version) });
+    for (const d of pending) map.set(d.key, { v: d.value, ver: map.get(d.key)?.ver ?? d.baseVersion });
+    for (const [k, v] of map) batch.put(this.cache, `${user}\u0000${k}`, v);
+    batch.put(this.fresh, user, at);
+    await batch.write();
+  }
+
+  /** The user's cached values and the versions they are based on. */
+  async load(user: string): Promise<{ values: Map<string, Uint8Array>; versions: Map<string, number> }> {
+    const values = new Map<string, Uint8Array>();
+    const versions = new Map<string, number>();
+    for await (const [k, e] of this.cache.prefixed(`${user}\u0000`)) {
+      const key = k.slice(user.length + 1);
+      versions.set(key, e.ver);
+      if (e.v !== null) values.set(key, Buffer.from(e.v, "base64"));
+    }
+    return { values, versions };
+  }
+
+  /** Puts an app's write into the cache (in the caller's batch). */
+  write(batch: StoreBatch, user: string, key: string, v: string | null, baseVersion: number): void {
+    batch.put(this.cache, `${user}\u0000${key}`, { v, ver: baseVersion });
+  }
+
+  /** Puts the master's answer to a diff into the cache (in the caller's batch), unless newer local diffs are pending for the key. */
+  settle(batch: StoreBatch, user: string, entry: DataEntry, outcome: DiffOutcome, keyHasPending: boolean): void {
+    const v = entry.deleted ? null : Buffer.from(entry.value).toString("base64");
+    if (outcome === DiffOutcome.CONFLICT || !keyHasPending) batch.put(this.cache, `${user}\u0000${entry.key}`, { v, ver: Number(entry.version) });
+  }
+}
