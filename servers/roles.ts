@@ -1,11 +1,13 @@
 /** Every role the `switchyard node` program can run. Subsystems add theirs here. */
 import { bareRole } from "./bare/role.js";
+import { relayRole } from "./relay/role-relay.js";
+import { streamSourceRole } from "./relay/role-stream-source.js";
 import type { RoleDefinition } from "./runtime/role.js";
 import type { z } from "zod";
 
 /** Roles by name. */
 export const ROLES: ReadonlyMap<string, RoleDefinition<never>> = new Map(
-  ([bareRole] as RoleDefinition<never>[]).map((r) => [r.role, r]),
+  ([bareRole, streamSourceRole, relayRole] as RoleDefinition<never>[]).map((r) => [r.role, r]),
 );
 
 /** Config schemas by role name, for loadNodeConfig. */

@@ -34,9 +34,17 @@ export interface PublishRequest {
   stream: string;
   /**
    * The frame's content, at most the source's `maxFrameBytes` (default 1 MiB). Empty
-   * payloads are allowed.
+   * payloads are allowed, except on a message with `end_of_stream` (see there).
    */
   payload: Buffer;
+  /**
+   * Set on the last message: the stream ends normally once this message is handled. Its
+   * payload, when not empty, is published as the last frame. A Publish call that
+   * half-closes without it also ends the stream normally, but only after a short grace
+   * period, because a publisher that went away can look like a half-close for a moment
+   * before the cancellation arrives.
+   */
+  endOfStream: boolean;
 }
 
 /** PublishResponse summarizes a finished Publish call. */
@@ -126,7 +134,7 @@ export interface ListUsageResponse {
 }
 
 function createBasePublishRequest(): PublishRequest {
-  return { stream: "", payload: Buffer.alloc(0) };
+  return { stream: "", payload: Buffer.alloc(0), endOfStream: false };
 }
 
 export const PublishRequest: MessageFns<PublishRequest> = {
@@ -136,6 +144,9 @@ export const PublishRequest: MessageFns<PublishRequest> = {
     }
     if (message.payload.length !== 0) {
       writer.uint32(18).bytes(message.payload);
+    }
+    if (message.endOfStream !== false) {
+      writer.uint32(24).bool(message.endOfStream);
     }
     return writer;
   },
@@ -169,6 +180,14 @@ export const PublishRequest: MessageFns<PublishRequest> = {
             message.payload = Buffer.from(reader.bytes());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.endOfStream = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -185,6 +204,11 @@ export const PublishRequest: MessageFns<PublishRequest> = {
     return {
       stream: isSet(object.stream) ? globalThis.String(object.stream) : "",
       payload: isSet(object.payload) ? Buffer.from(bytesFromBase64(object.payload)) : Buffer.alloc(0),
+      endOfStream: isSet(object.endOfStream)
+        ? globalThis.Boolean(object.endOfStream)
+        : isSet(object.end_of_stream)
+        ? globalThis.Boolean(object.end_of_stream)
+        : false,
     };
   },
 
@@ -196,6 +220,9 @@ export const PublishRequest: MessageFns<PublishRequest> = {
     if (message.payload.length !== 0) {
       obj.payload = base64FromBytes(message.payload);
     }
+    if (message.endOfStream !== false) {
+      obj.endOfStream = message.endOfStream;
+    }
     return obj;
   },
 
@@ -206,6 +233,7 @@ export const PublishRequest: MessageFns<PublishRequest> = {
     const message = createBasePublishRequest();
     message.stream = object.stream ?? "";
     message.payload = object.payload ?? Buffer.alloc(0);
+    message.endOfStream = object.endOfStream ?? false;
     return message;
   },
 };
@@ -1090,11 +1118,12 @@ export const ListUsageResponse: MessageFns<ListUsageResponse> = {
  * measured (seed 002). It is served by `stream-source` nodes and, with the very same
  * method paths and messages, by `relay` nodes: a subscriber calls Subscribe on either and
  * cannot tell which one answered. A relay joins all its subscribers of a stream onto one
- * upstream subscription, forwards Publish, ListStreams and ReportUsage to its upstream,
- * and reports each subscriber's usage when it leaves.
+ * upstream subscription, forwards Publish, ListStreams, ReportUsage and
+ * ListUsage to its upstream, and reports each subscriber's usage when it leaves.
  *
- * End of stream: when the publisher of a stream half-closes its Publish call, every
- * subscriber receives the frames already published and then the call ends with OK; the
+ * End of stream: when the publisher of a stream ends its Publish call (`end_of_stream`,
+ * or a half-close), every subscriber receives the frames already published and then
+ * its call ends with OK; the
  * stream disappears from ListStreams. When the publisher's call breaks instead, the
  * subscribers' calls end with UNAVAILABLE (reason PUBLISHER_LOST).
  *
@@ -1179,7 +1208,7 @@ export const StreamSourceServiceService = {
   },
   /**
    * ListUsage lists the usage records the source has stored, in record-id order, for
-   * billing and audits. Served by sources only (a relay answers UNIMPLEMENTED).
+   * billing and audits (a relay answers with its upstream's records).
    * Errors: INVALID_ARGUMENT (bad page token or size). No side effects.
    */
   listUsage: {
@@ -1231,7 +1260,7 @@ export interface StreamSourceServiceServer extends UntypedServiceImplementation 
   listStreams: handleUnaryCall<ListStreamsRequest, ListStreamsResponse>;
   /**
    * ListUsage lists the usage records the source has stored, in record-id order, for
-   * billing and audits. Served by sources only (a relay answers UNIMPLEMENTED).
+   * billing and audits (a relay answers with its upstream's records).
    * Errors: INVALID_ARGUMENT (bad page token or size). No side effects.
    */
   listUsage: handleUnaryCall<ListUsageRequest, ListUsageResponse>;
@@ -1323,7 +1352,7 @@ export interface StreamSourceServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ListUsage lists the usage records the source has stored, in record-id order, for
-   * billing and audits. Served by sources only (a relay answers UNIMPLEMENTED).
+   * billing and audits (a relay answers with its upstream's records).
    * Errors: INVALID_ARGUMENT (bad page token or size). No side effects.
    */
   listUsage(
