@@ -1123,8 +1123,7 @@ export const ListUsageResponse: MessageFns<ListUsageResponse> = {
  *
  * End of stream: when the publisher of a stream ends its Publish call (`end_of_stream`,
  * or a half-close), every subscriber receives the frames already published and then
- * its call ends with OK; the
- * stream disappears from ListStreams. When the publisher's call breaks instead, the
+ * its call ends with OK; the stream disappears from ListStreams. When the publisher's call breaks instead, the
  * subscribers' calls end with UNAVAILABLE (reason PUBLISHER_LOST).
  *
  * Slow subscribers: each subscriber has a bounded buffer at the node serving it. When it
