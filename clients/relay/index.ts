@@ -17,7 +17,7 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 import { ListSessionsResponse, RelayServiceClient } from "../../gen/switchyard/relay/v1/relay_service.js";
-import type { UpstreamSession } from "../../gen/switchyard/relay/v1/session.js";
+import { UpstreamState, type UpstreamSession } from "../../gen/switchyard/relay/v1/session.js";
 import type { Frame, Gap, StreamInfo, SubscriptionStarted } from "../../gen/switchyard/relay/v1/stream.js";
 import { StreamOrigin } from "../../gen/switchyard/relay/v1/stream.js";
 import {
@@ -36,7 +36,7 @@ import { dial, type ChannelSettings, type ClientConstructor } from "../grpc/chan
 import { cancelledError, unary, type CallSettings } from "../grpc/call.js";
 
 export type { Frame, Gap, StreamInfo, SubscriptionStarted, UsageRecord, UpstreamSession, PublishResponse, ReportUsageResponse };
-export { LeaveReason, StreamOrigin, SubscribeResponse, SubscribeRequest, PublishRequest, ListSessionsResponse };
+export { LeaveReason, StreamOrigin, UpstreamState, SubscribeResponse, SubscribeRequest, PublishRequest, ListSessionsResponse };
 
 const passThrough = (b: Buffer): Buffer => b;
 
