@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { status as Status } from "@grpc/grpc-js";
+import { LeaveReason, type UsageRecord } from "../../clients/relay/index.js";
+import { eventually, spawnNode, tempDir } from "../helpers/nodes.js";
+import { relayClient, sourceClient, startRelay, startSource, subscribed, type RecordingSubscriber } from "./helpers.js";
+
+const CLOCK = { generators: [{ kind: "ticker", name: "clock", interval: "10ms" }] };
+
+describe("Relay", () => {
+  describe("usage delivery", () => {
+    it("keeps reports while the source is down and delivers each once after it returns", async () => {
+      const dir = tempDir();
+      const source = await startSource(CLOCK, { dataDir: join(dir, "source") });
+      const relay = await startRelay(source.address);
+      const via = sourceClient(relay.address);
+      const subs: RecordingSubscriber[] = [];
+      for (let i = 0; i < 3; i++) subs.push(await subscribed(via, "clock", `viewer-${i}`));
+      await eventually(() => subs.every((s) => s.frames.length >= 5));
+
+      await source.stop("test: source down");
+      // Nobody hangs: every subscriber gets a clear status.
+      for (const s of subs) assert.equal((await s.ended).code, Status.UNAVAILABLE);
+      const ops = relayClient(relay.address);
+      await eventually(async () => (await ops.listSessions()).pendingUsageRecords === 3n);
+      // Reports keep failing while the source is down; they stay stored.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await ops.listSessions()).pendingUsageRecords, 3n);
+
+      const back = await startSource(CLOCK, { dataDir: join(dir, "source"), listen: source.address });
+      const src = sourceClient(back.address);
+      const records = await eventually(async () => {
+        const r = await src.listUsage("clock");
+        return r.length >= 3 ? r : undefined;
+      });
+      await eventually(async () => (await ops.listSessions()).pendingUsageRecords === 0n);
+      assert.equal((await src.listUsage("clock")).length, 3, "each record counted once");
+      for (const s of subs) {
+        const r = records?.find((x) => x.subscriberId === `viewer-${subs.indexOf(s)}`);
+        assert.ok(r, "a record per subscriber");
+        assert.equal(r.frames, BigInt(s.frames.length));
+        assert.equal(r.bytes, BigInt(s.bytes));
+        assert.equal(r.leaveReason, LeaveReason.UPSTREAM_LOST);
+      }
+    });
+
+    it("delivers reports a relay stored before kill -9 once it is restarted", async () => {
+      const dir = tempDir();
+      const source = await startSource(CLOCK, { dataDir: join(dir, "source") });
+      const relayCfg = {
+        node: { id: "relay-k9", role: "relay" },
+        relay: { upstream: source.address, linger: "200ms", usageReport: { retryMin: "50ms", retryMax: "300ms" } },
+      };
+      const relay = await spawnNode(relayCfg, join(dir, "relay"));
+      const via = sourceClient(relay.address);
+      const subs: RecordingSubscriber[] = [];
+      for (let i = 0; i < 3; i++) subs.push(await subscribed(via, "clock", `k9-viewer-${i}`));
+      await eventually(() => subs.every((s) => s.frames.length >= 5));
+      await source.stop("test: source down");
+      for (const s of subs) assert.equal((await s.ended).code, Status.UNAVAILABLE);
+      const ops = relayClient(relay.address);
+      await eventually(async () => (await ops.listSessions()).pendingUsageRecords === 3n);
+      ops.close();
+      via.close();
+
+      relay.child.kill("SIGKILL");
+      await relay.exited;
+      const back = await startSource(CLOCK, { dataDir: join(dir, "source"), listen: source.address });
+      const again = await spawnNode(relayCfg, join(dir, "relay"));
+      const src = sourceClient(back.address);
+      const records = await eventually(async () => {
+        const r = await src.listUsage("clock");
+        return r.length >= 3 ? r : undefined;
+      }, 20_000);
+      assert.deepEqual(records?.map((r) => r.subscriberId).sort(), ["k9-viewer-0", "k9-viewer-1", "k9-viewer-2"]);
+      for (const [i, s] of subs.entries()) {
+        const r: UsageRecord | undefined = records?.find((x) => x.subscriberId === `k9-viewer-${i}`);
+        assert.equal(r?.frames, BigInt(s.frames.length));
+        assert.equal(r?.relayId, "relay-k9");
+      }
+      await eventually(async () => (await relayClient(again.address).listSessions()).pendingUsageRecords === 0n);
+      assert.equal((await src.listUsage("clock")).length, 3);
+    });
+  });
+
+  describe("chains", () => {
+    it("relays through a relay: one upstream per hop, usage of the far relay reaches the source", async () => {
+      const source = await startSource(CLOCK);
+      const near = await startRelay(source.address, { linger: "100ms" }, { id: "relay-near" });
+      const far = await startRelay(near.address, { linger: "100ms" }, { id: "relay-far" });
+      const src = sourceClient(source.address);
+      const via = sourceClient(far.address);
+      const a = await subscribed(via, "clock", "end-user-a");
+      const b = await subscribed(via, "clock", "end-user-b");
+      await eventually(() => a.frames.length >= 5 && b.frames.length >= 5);
+      assert.equal((await src.listStreams())[0]?.subscriptionsTotal, 1n, "one subscription at the source");
+      const nearSessions = await relayClient(near.address).listSessions();
+      assert.deepEqual(nearSessions.sessions[0]?.subscribers.map((s) => s.subscriberId), ["relay:relay-far"]);
+      const lastA = a.frames[a.frames.length - 1]?.sequence ?? 0;
+      assert.ok(b.frames.some((f) => f.sequence === lastA) || (b.frames[b.frames.length - 1]?.sequence ?? 0) < lastA, "same sequence space");
+      a.leave();
+      b.leave();
+      const records = await eventually(async () => {
+        const r = await src.listUsage("clock");
+        return r.filter((x) => x.relayId === "relay-far").length === 2 ? r : undefined;
+      });
+      const fromFar = records?.filter((r) => r.relayId === "relay-far") ?? [];
+      assert.deepEqual(fromFar.map((r) => r.subscriberId).sort(), ["end-user-a", "end-user-b"]);
+      assert.equal(fromFar.find((r) => r.subscriberId === "end-user-a")?.frames, BigInt(a.frames.length));
+      // The far relay's own upstream closes after its linger and is reported by the near one.
+      await eventually(async () => (await src.listUsage("clock")).some((r) => r.relayId === "relay-near" && r.subscriberId === "relay:relay-far"));
+    });
+  });
+});
