@@ -220,3 +220,24 @@ describe("Relay", () => {
     });
   });
 });
+
+describe("Relay polyglot", () => {
+  it("serves Subscribe to a Python client through a relay exactly as the source would", async () => {
+    const { runPythonCheck } = await import("../helpers/python.js");
+    const source = await startSource({ generators: [{ kind: "ticker", name: "clock", interval: "20ms" }] });
+    const relay = await startRelay(source.address);
+    const out = (await runPythonCheck("relay", [source.address, relay.address, "clock"])) as {
+      started: { stream: string; nextSequence: number };
+      frames: { sequence: number; payload: string }[];
+      streams: string[];
+      missing: Record<string, unknown>;
+    };
+    assert.equal(out.started.stream, "clock");
+    assert.equal(out.frames.length, 3);
+    assert.equal(out.frames[0]?.sequence, out.started.nextSequence);
+    assert.deepEqual(out.frames.map((f) => f.sequence), [0, 1, 2].map((i) => out.started.nextSequence + i));
+    assert.match(out.frames[0]?.payload ?? "", /^tick \d+ /);
+    assert.deepEqual(out.streams, ["clock"]);
+    assert.deepEqual(out.missing, { code: "NOT_FOUND", message: 'no live stream named "no-such-stream"', reason: "STREAM_NOT_FOUND" });
+  });
+});
