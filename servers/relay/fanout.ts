@@ -149,18 +149,27 @@ export class Subscriber {
       this.close({ reason: LeaveReason.TOO_SLOW, error: new SubscriberTooSlowError(this.stream, this.opts.maxBufferedFrames) });
       return;
     }
-    const idx = this.queue.findIndex((i) => i.kind === "frame");
-    const dropped = this.queue[idx];
+    // Drop the oldest buffered frame; a Gap takes its place. The common shapes are O(1):
+    // [frame, ...] and [gap, frame, ...] (the gap grows as the subscriber stays behind).
+    const q = this.queue;
+    let i = 0;
+    while (i < q.length && q[i]?.kind !== "frame") i++;
+    const dropped = q[i];
     if (!dropped || dropped.kind !== "frame") return;
     this.queuedFrames--;
     this.droppedFrames++;
-    const before = this.queue[idx - 1];
+    const before = q[i - 1];
     if (before?.kind === "gap" && before.last + 1 === dropped.sequence) {
       before.last = dropped.sequence;
       before.frames++;
-      this.queue.splice(idx, 1);
+      if (i === 1) {
+        q.shift(); // the gap...
+        q[0] = before; // ...moves into the dropped frame's slot
+      } else {
+        q.splice(i, 1);
+      }
     } else {
-      this.queue[idx] = { kind: "gap", first: dropped.sequence, last: dropped.sequence, frames: 1 };
+      q[i] = { kind: "gap", first: dropped.sequence, last: dropped.sequence, frames: 1 };
     }
   }
 

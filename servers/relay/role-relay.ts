@@ -4,6 +4,7 @@
  * subscription, metering each subscriber and reporting its usage upstream when it leaves;
  * plus RelayService.ListSessions for operators. The upstream is a source or another relay.
  */
+import { setMaxListeners } from "node:events";
 import { z } from "zod";
 import { remainingMs } from "../../clients/grpc/channel.js";
 import { unary } from "../../clients/grpc/call.js";
@@ -50,6 +51,9 @@ export const relayRole: RoleDefinition<RelayConfig> = {
   configSchema: schema as unknown as z.ZodType<RelayConfig>,
   async create(ctx) {
     const cfg = ctx.config.roleConfig;
+    // The runtime hangs a listener per open call on the shutdown signal; thousands of
+    // subscribers are normal here.
+    setMaxListeners(0, ctx.shutdown);
     const relayId = ctx.config.node.id;
     const upstream = new StreamSourceClient(cfg.upstream, ctx.channel);
     const outbox = new UsageOutbox(

@@ -4,6 +4,7 @@
  * records relays report, once per record id.
  */
 import { isAbsolute, resolve } from "node:path";
+import { setMaxListeners } from "node:events";
 import { z } from "zod";
 import { StreamSourceWireService } from "../../clients/relay/index.js";
 import { UnavailableError } from "../runtime/errors.js";
@@ -32,6 +33,9 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
   configSchema: schema as unknown as z.ZodType<StreamSourceConfig>,
   async create(ctx) {
     const cfg = ctx.config.roleConfig;
+    // The runtime hangs a listener per open call on the shutdown signal; thousands of
+    // subscribers are normal here.
+    setMaxListeners(0, ctx.shutdown);
     const core = new StreamSourceCore(
       ctx.store,
       {
