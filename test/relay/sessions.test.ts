@@ -17,7 +17,7 @@ describe("Relay", () => {
       await streamListed(src, "news");
 
       const subs: RecordingSubscriber[] = [];
-      for (let i = 0; i < 5; i++) subs.push(await subscribed(via, "news", `user-${i}`));
+      for (let i = 0; i < 25; i++) subs.push(await subscribed(via, "news", `user-${i}`));
       for (let i = 1; i <= 20; i++) pub.send(`frame-${i}`);
       await eventually(() => subs.every((s) => s.frames.length === 20));
 
@@ -30,7 +30,7 @@ describe("Relay", () => {
       const sessions = await relayClient(relay.address).listSessions();
       assert.equal(sessions.sessions.length, 1);
       assert.equal(sessions.sessions[0]?.state, UpstreamState.OPEN);
-      assert.equal(sessions.sessions[0]?.subscribers.length, 5);
+      assert.equal(sessions.sessions[0]?.subscribers.length, 25);
       assert.equal(sessions.relayId, "relay-1");
     });
 

@@ -1,9 +1,10 @@
 /**
- * `npm run bench -- relay [SUBSCRIBERS] [SECONDS] [INTERVAL_MS]`: 1 source → 1 relay →
- * SUBSCRIBERS (default 1000) subscribers of a ticker stream of 1 KiB frames (one every
- * INTERVAL_MS, default 10 ms), against the same subscribers attached directly to the
- * source, in the same run. Source and relay are child processes of the compiled build;
- * the subscribers live in this process.
+ * `npm run bench -- relay [SUBSCRIBERS] [SECONDS] [INTERVAL_MS] [PROCESSES]`: 1 source →
+ * 1 relay → SUBSCRIBERS (default 1000) subscribers of a ticker stream of 1 KiB frames (one
+ * every INTERVAL_MS, default 10 ms), against the same subscribers attached directly to
+ * the source, in the same run. Source and relay are child processes of the compiled
+ * build; the subscribers live in PROCESSES (default 4) subscriber hosts
+ * (relay-subscribers.ts).
  *
  * Rows:
  *  - source_egress: bytes/s the source sends with the relay in place (ours) vs the bytes/s
@@ -15,12 +16,12 @@
  *    the same window (ours), vs the probe's p99 (the direct baseline it adds to).
  */
 import { fork, type ChildProcess } from "node:child_process";
-import type { ClientReadableStream } from "@grpc/grpc-js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { stringify as toYaml } from "yaml";
-import { decodeEvent, StreamSourceClient } from "../../clients/relay/index.js";
+import { StreamSourceClient } from "../../clients/relay/index.js";
 import { nodeEntryPoint } from "../cluster/launcher.js";
 import { percentile, row, type BenchRow } from "./harness.js";
 
@@ -42,41 +43,57 @@ interface Meter {
   frames: number;
   bytes: number;
   latencies: number[];
-  measuring: boolean;
 }
 
-/** Opens `n` subscriptions to `target` spread over several connections. */
-function subscribeMany(target: string, n: number, meter: Meter): { close(): void; started: Promise<void> } {
-  const channels = Math.max(1, Math.min(8, Math.ceil(n / 125)));
-  const clients = Array.from({ length: channels }, () => new StreamSourceClient(target, { extra: { "grpc.use_local_subchannel_pool": 1 } }));
-  const calls: ClientReadableStream<Buffer>[] = [];
-  const starts: Promise<void>[] = [];
-  for (let i = 0; i < n; i++) {
-    const call = (clients[i % channels] as StreamSourceClient).subscribeRaw(STREAM, { subscriberId: `bench-${i}` });
-    starts.push(new Promise<void>((resolve, reject) => {
-      call.once("data", () => resolve());
-      call.once("error", reject);
-    }));
-    call.on("data", (buf: Buffer) => {
-      // Field 2 (frame), length-delimited: tag byte 0x12. Only a sample is decoded, to
-      // keep this process (which hosts every subscriber) from being the bottleneck.
-      if (!meter.measuring || buf[0] !== 0x12) return;
-      meter.frames++;
-      meter.bytes += buf.length;
-      if ((meter.frames & 15) === 0) {
-        const ev = decodeEvent(buf);
-        if (ev.type === "frame" && ev.frame.publishedAt) meter.latencies.push(Date.now() - ev.frame.publishedAt.getTime());
+/** A group of subscriber host processes. */
+interface Hosts {
+  started: Promise<void>;
+  measure(on: boolean): void;
+  report(): Promise<Meter>;
+  close(): void;
+}
+
+function request(child: ChildProcess, msg: unknown, until: (m: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const on = (m: Record<string, unknown>): void => {
+      if (m["error"]) {
+        child.off("message", on);
+        reject(new Error(String(m["error"])));
+      } else if (until(m)) {
+        child.off("message", on);
+        resolve(m);
       }
-    });
-    call.on("error", () => undefined);
-    calls.push(call);
-  }
+    };
+    child.on("message", on);
+    child.send(msg as never);
+  });
+}
+
+/** Opens `n` subscriptions to `target` spread over `processes` subscriber hosts. */
+function subscribeMany(target: string, n: number, processes: number): Hosts {
+  const script = join(dirname(fileURLToPath(import.meta.url)), "relay-subscribers.js");
+  const k = Math.max(1, Math.min(processes, n));
+  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [] }));
+  const per = Math.ceil(n / k);
+  const started = Promise.all(
+    children.map(async (c, i) => {
+      await new Promise<void>((r) => c.once("message", () => r()));
+      const count = Math.min(per, n - i * per);
+      if (count > 0) await request(c, { cmd: "open", target, stream: STREAM, count, first: i * per }, (m) => m["ok"] === "open");
+    }),
+  ).then(() => undefined);
   return {
-    started: Promise.all(starts).then(() => undefined),
-    close: () => {
-      for (const c of calls) c.cancel();
-      for (const c of clients) c.close();
+    started,
+    measure: (on) => children.forEach((c) => c.send({ cmd: "measure", on })),
+    report: async () => {
+      const parts = await Promise.all(children.map((c) => request(c, { cmd: "report" }, (m) => "frames" in m)));
+      return {
+        frames: parts.reduce((a, p) => a + Number(p["frames"]), 0),
+        bytes: parts.reduce((a, p) => a + Number(p["bytes"]), 0),
+        latencies: parts.flatMap((p) => p["latencies"] as number[]),
+      };
     },
+    close: () => children.forEach((c) => c.send({ cmd: "close" })),
   };
 }
 
@@ -85,24 +102,24 @@ async function egress(client: StreamSourceClient): Promise<number> {
   return Number(s?.deliveredBytes ?? 0);
 }
 
-const newMeter = (): Meter => ({ frames: 0, bytes: 0, latencies: [], measuring: false });
-
 /** Measures for `ms`: meters on, source egress before/after. */
-async function window(ms: number, src: StreamSourceClient, meters: Meter[]): Promise<{ seconds: number; egressBytes: number }> {
+async function window(ms: number, src: StreamSourceClient, hosts: Hosts[]): Promise<{ seconds: number; egressBytes: number; meters: Meter[] }> {
+  await Promise.all(hosts.map((h) => h.report())); // reset
   const e0 = await egress(src);
   const t0 = performance.now();
-  meters.forEach((m) => (m.measuring = true));
+  hosts.forEach((h) => h.measure(true));
   await new Promise((r) => setTimeout(r, ms));
-  meters.forEach((m) => (m.measuring = false));
+  hosts.forEach((h) => h.measure(false));
   const seconds = (performance.now() - t0) / 1000;
   const e1 = await egress(src);
-  return { seconds, egressBytes: e1 - e0 };
+  return { seconds, egressBytes: e1 - e0, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
 export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const subscribers = Number(args[0] ?? 1000);
   const seconds = Number(args[1] ?? 10);
   const intervalMs = Number(args[2] ?? 10);
+  const processes = Number(args[3] ?? 4);
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const source = await startNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
@@ -115,22 +132,21 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const src = new StreamSourceClient(source.address);
   try {
     // Ours: subscribers at the relay, one probe directly at the source.
-    const viaMeter = newMeter();
-    const probeMeter = newMeter();
-    const via = subscribeMany(relay.address, subscribers, viaMeter);
-    const probe = subscribeMany(source.address, 1, probeMeter);
+    const via = subscribeMany(relay.address, subscribers, processes);
+    const probe = subscribeMany(source.address, 1, 1);
     await Promise.all([via.started, probe.started]);
     await new Promise((r) => setTimeout(r, 1000)); // warm up
-    const ours = await window(seconds * 1000, src, [viaMeter, probeMeter]);
+    const ours = await window(seconds * 1000, src, [via, probe]);
+    const [viaMeter, probeMeter] = ours.meters as [Meter, Meter];
     via.close();
     probe.close();
     // Anchor: the same subscribers attached directly to the source.
     await new Promise((r) => setTimeout(r, 1500)); // the relay's upstream lingers out
-    const directMeter = newMeter();
-    const direct = subscribeMany(source.address, subscribers, directMeter);
+    const direct = subscribeMany(source.address, subscribers, processes);
     await direct.started;
     await new Promise((r) => setTimeout(r, 1000));
-    const anchor = await window(seconds * 1000, src, [directMeter]);
+    const anchor = await window(seconds * 1000, src, [direct]);
+    const [directMeter] = anchor.meters as [Meter];
     direct.close();
 
     const relayEgress = (ours.egressBytes - probeMeter.bytes) / ours.seconds;
