@@ -97,13 +97,14 @@ function subscribeMany(target: string, n: number, processes: number): Hosts {
   };
 }
 
-async function egress(client: StreamSourceClient): Promise<number> {
+/** The source's counters of the bench stream: bytes written to subscribers, frames published. */
+async function egress(client: StreamSourceClient): Promise<{ bytes: number; frames: number }> {
   const s = (await client.listStreams()).find((x) => x.name === STREAM);
-  return Number(s?.deliveredBytes ?? 0);
+  return { bytes: Number(s?.deliveredBytes ?? 0), frames: Number(s?.framesPublished ?? 0) };
 }
 
 /** Measures for `ms`: meters on, source egress before/after. */
-async function window(ms: number, src: StreamSourceClient, hosts: Hosts[]): Promise<{ seconds: number; egressBytes: number; meters: Meter[] }> {
+async function window(ms: number, src: StreamSourceClient, hosts: Hosts[]): Promise<{ seconds: number; egressBytes: number; framesPublished: number; meters: Meter[] }> {
   await Promise.all(hosts.map((h) => h.report())); // reset
   const e0 = await egress(src);
   const t0 = performance.now();
@@ -112,7 +113,7 @@ async function window(ms: number, src: StreamSourceClient, hosts: Hosts[]): Prom
   hosts.forEach((h) => h.measure(false));
   const seconds = (performance.now() - t0) / 1000;
   const e1 = await egress(src);
-  return { seconds, egressBytes: e1 - e0, meters: await Promise.all(hosts.map((h) => h.report())) };
+  return { seconds, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
 export default async function relayBench(args: string[]): Promise<BenchRow[]> {
@@ -123,11 +124,11 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const source = await startNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
-    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], maxBufferedFrames: 4096 },
+    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }] },
   });
   const relay = await startNode(dir, {
     node: { id: "bench-relay", role: "relay" },
-    relay: { upstream: source.address, linger: "1s", maxBufferedFrames: 4096 },
+    relay: { upstream: source.address, linger: "1s" },
   });
   const src = new StreamSourceClient(source.address);
   try {
@@ -149,8 +150,12 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const [directMeter] = anchor.meters as [Meter];
     direct.close();
 
-    const relayEgress = (ours.egressBytes - probeMeter.bytes) / ours.seconds;
-    const oneStream = probeMeter.bytes / ours.seconds;
+    // One subscriber's stream over exactly the window the source's counters cover: every
+    // frame published, at the encoded size the probe saw. The probe's own share of the
+    // source's egress is that same stream, so it is subtracted to leave the relay's.
+    const frameBytes = probeMeter.frames ? probeMeter.bytes / probeMeter.frames : 0;
+    const oneStream = (ours.framesPublished * frameBytes) / ours.seconds;
+    const relayEgress = ours.egressBytes / ours.seconds - oneStream;
     const directEgress = anchor.egressBytes / anchor.seconds;
     const p99Via = percentile(viaMeter.latencies, 99);
     const p99Probe = percentile(probeMeter.latencies, 99);
