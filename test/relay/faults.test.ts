@@ -116,3 +116,22 @@ describe("Relay", () => {
     });
   });
 });
+
+describe("Relay upstream failure", () => {
+  it("answers UNAVAILABLE / UPSTREAM_LOST at once when the upstream cannot be reached, and recovers when it can", async () => {
+    const dir = tempDir();
+    const source = await startSource(CLOCK, { dataDir: join(dir, "source") });
+    const address = source.address;
+    await source.stop("test: not there yet");
+    const relay = await startRelay(address, { upstreamOpenTimeout: "3s" });
+    const via = sourceClient(relay.address);
+    const t0 = Date.now();
+    const err = await subscribed(via, "clock", "a").catch((e: Error) => e.message);
+    assert.match(String(err), /ended before it started: 14 upstream .* of stream "clock" is unavailable/);
+    assert.ok(Date.now() - t0 < 3000, "no waiting for the open timeout when the connection is refused");
+    await startSource(CLOCK, { dataDir: join(dir, "source"), listen: address });
+    const sub = await eventually(() => subscribed(via, "clock", "a").catch(() => undefined), 10_000, 100);
+    assert.ok(sub);
+    await eventually(() => sub.frames.length >= 2);
+  });
+});
