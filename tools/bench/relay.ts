@@ -13,10 +13,13 @@
  *    are attached to it directly;
  *  - deliveries_per_s: frames/s received by all subscribers via the relay vs directly;
  *  - added_p99_ms: p99 source→subscriber latency via the relay minus the probe's p99 in
- *    the same window (ours), vs the probe's p99 (the direct baseline it adds to).
+ *    the same window (ours), vs the probe's p99 (the direct baseline it adds to);
+ *  - cpu_us_per_delivery: CPU time of the relay process per frame delivered (ours) vs the
+ *    source process per frame delivered directly: what a delivery costs, whatever share of
+ *    the machine the run got (1e6 / it = deliveries per second per core).
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -97,6 +100,18 @@ function subscribeMany(target: string, n: number, processes: number): Hosts {
   };
 }
 
+/** CPU seconds (user + system) a process used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 /** The source's counters of the bench stream: bytes written to subscribers, frames published. */
 async function egress(client: StreamSourceClient): Promise<{ bytes: number; frames: number }> {
   const s = (await client.listStreams()).find((x) => x.name === STREAM);
@@ -104,16 +119,23 @@ async function egress(client: StreamSourceClient): Promise<{ bytes: number; fram
 }
 
 /** Measures for `ms`: meters on, source egress before/after. */
-async function window(ms: number, src: StreamSourceClient, hosts: Hosts[]): Promise<{ seconds: number; egressBytes: number; framesPublished: number; meters: Meter[] }> {
+async function window(
+  ms: number,
+  src: StreamSourceClient,
+  hosts: Hosts[],
+  cpuOf: ChildProcess,
+): Promise<{ seconds: number; egressBytes: number; framesPublished: number; cpu: number; meters: Meter[] }> {
   await Promise.all(hosts.map((h) => h.report())); // reset
   const e0 = await egress(src);
+  const c0 = cpuSeconds(cpuOf.pid);
   const t0 = performance.now();
   hosts.forEach((h) => h.measure(true));
   await new Promise((r) => setTimeout(r, ms));
   hosts.forEach((h) => h.measure(false));
   const seconds = (performance.now() - t0) / 1000;
   const e1 = await egress(src);
-  return { seconds, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
+  const cpu = cpuSeconds(cpuOf.pid) - c0;
+  return { seconds, cpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
 export default async function relayBench(args: string[]): Promise<BenchRow[]> {
@@ -137,7 +159,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const probe = subscribeMany(source.address, 1, 1);
     await Promise.all([via.started, probe.started]);
     await new Promise((r) => setTimeout(r, 1000)); // warm up
-    const ours = await window(seconds * 1000, src, [via, probe]);
+    const ours = await window(seconds * 1000, src, [via, probe], relay.child);
     const [viaMeter, probeMeter] = ours.meters as [Meter, Meter];
     via.close();
     probe.close();
@@ -146,7 +168,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const direct = subscribeMany(source.address, subscribers, processes);
     await direct.started;
     await new Promise((r) => setTimeout(r, 1000));
-    const anchor = await window(seconds * 1000, src, [direct]);
+    const anchor = await window(seconds * 1000, src, [direct], source.child);
     const [directMeter] = anchor.meters as [Meter];
     direct.close();
 
@@ -165,6 +187,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
       row("direct_egress", "bytes/s", relayEgress, directEgress, `same subscribers attached to the source`, false),
       row("deliveries_per_s", "frames/s", viaMeter.frames / ours.seconds, directMeter.frames / anchor.seconds, "same subscribers attached to the source", true),
       row("added_p99_ms", "ms", p99Via - p99Probe, p99Probe, "p99 of a direct subscriber, same window", false),
+      row("cpu_us_per_delivery", "µs", (ours.cpu * 1e6) / Math.max(1, viaMeter.frames), (anchor.cpu * 1e6) / Math.max(1, directMeter.frames), "source process, subscribers attached directly", false),
       row("p99_via_relay_ms", "ms", p99Via, percentile(directMeter.latencies, 99), "p99 with the subscribers attached to the source", false),
     ];
   } finally {
