@@ -7,7 +7,8 @@
  */
 import type { Logger } from "pino";
 import { sleep } from "../../clients/grpc/retry.js";
-import { describeError } from "../../clients/grpc/call.js";
+import { status as Status } from "@grpc/grpc-js";
+import { describeError, hasCode } from "../../clients/grpc/call.js";
 import type { StreamSourceClient } from "../../clients/relay/index.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { fromStored, type StoredUsage } from "./usage.js";
@@ -44,7 +45,12 @@ export class UsageOutbox {
     private readonly log: Logger,
   ) {
     this.col = store.collection<StoredUsage>("usage-outbox", { encoding: "json" });
+    this.rejectedCol = store.collection<StoredUsage>("usage-rejected", { encoding: "json" });
   }
+
+  private readonly rejectedCol: Collection<StoredUsage>;
+  /** Records the upstream refused as invalid (moved aside, kept for operators). */
+  rejected = 0;
 
   /** Records stored and not yet acknowledged. */
   get pending(): number {
@@ -82,12 +88,12 @@ export class UsageOutbox {
   /** Stops the loop (records stay stored for the next start). */
   async stop(): Promise<void> {
     this.stopper.abort(new Error("relay stopping"));
-    this.wake?.();
+    this.kick();
     await this.loop;
   }
 
   private async idle(ms: number): Promise<void> {
-    if (this.kicked) return;
+    if (this.kicked || this.stopper.signal.aborted) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
       function done(): void {
@@ -102,10 +108,13 @@ export class UsageOutbox {
   private async run(): Promise<void> {
     const signal = this.stopper.signal;
     let backoff = this.opts.retryMinMs;
+    // After the upstream refused a batch as invalid, records go one by one until the bad
+    // one is found and moved aside, so one bad record cannot hold up every other.
+    let limit = this.opts.batchSize;
     while (!signal.aborted) {
       this.kicked = false;
       const batch: StoredUsage[] = [];
-      for await (const [, v] of this.col.entries({ limit: this.opts.batchSize })) batch.push(v);
+      for await (const [, v] of this.col.entries({ limit })) batch.push(v);
       if (batch.length === 0) {
         // Nothing to send: sleep until a record is added (the timer is only a safety net).
         await this.idle(60_000);
@@ -120,9 +129,22 @@ export class UsageOutbox {
         this.pendingCount = Math.max(0, this.pendingCount - acked.length);
         this.delivered += acked.length;
         backoff = this.opts.retryMinMs;
+        if (limit === 1 && batch.length === 1) limit = this.opts.batchSize;
         this.log.debug({ acked: acked.length, duplicates: res.duplicateRecordIds.length }, "usage records delivered");
       } catch (err) {
         if (signal.aborted) break;
+        if (hasCode(err, Status.INVALID_ARGUMENT)) {
+          if (batch.length > 1) {
+            limit = 1;
+            continue;
+          }
+          const bad = batch[0] as StoredUsage;
+          await this.store.batch().del(this.col, bad.recordId).put(this.rejectedCol, bad.recordId, bad).write();
+          this.pendingCount = Math.max(0, this.pendingCount - 1);
+          this.rejected++;
+          this.log.error({ recordId: bad.recordId, error: describeError(err) }, "upstream refused a usage record as invalid; moved to usage-rejected");
+          continue;
+        }
         this.failedAttempts++;
         this.log.warn({ pending: this.pendingCount, retryInMs: backoff, error: describeError(err) }, "usage report failed; will retry");
         this.kicked = false;

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status as Status } from "@grpc/grpc-js";
 import { LeaveReason, type UsageRecord } from "../../clients/relay/index.js";
-import { eventually, spawnNode, tempDir } from "../helpers/nodes.js";
+import { NodeStore } from "../../servers/runtime/store.js";
+import { eventually, onCleanup, spawnNode, tempDir, testLogger } from "../helpers/nodes.js";
 import { publisher, relayClient, sourceClient, startRelay, startSource, streamListed, subscribed, type RecordingSubscriber } from "./helpers.js";
 
 const CLOCK = { generators: [{ kind: "ticker", name: "clock", interval: "10ms" }] };
@@ -133,5 +134,33 @@ describe("Relay upstream failure", () => {
     const sub = await eventually(() => subscribed(via, "clock", "a").catch(() => undefined), 10_000, 100);
     assert.ok(sub);
     await eventually(() => sub.frames.length >= 2);
+  });
+});
+
+describe("UsageOutbox", () => {
+  it("moves a record the upstream refuses as invalid aside and still delivers the others", async () => {
+    const dir = tempDir();
+    const source = await startSource();
+    const relayDir = join(dir, "relay");
+    const first = await startRelay(source.address, {}, { dataDir: relayDir });
+    await first.stop("test: seed the outbox");
+    const store = await NodeStore.open(join(relayDir, "store"), { log: testLogger(), sweepIntervalMs: 0 });
+    const good = { recordId: "good-1", subscriberId: "a", stream: "s", bytes: "5", frames: "1", startedAtMs: 1000, endedAtMs: 2000, relayId: "relay-1", droppedFrames: "0", leaveReason: 1 };
+    const outbox = store.collection<typeof good>("usage-outbox");
+    await outbox.put("bad-0", { ...good, recordId: "bad-0", stream: "not a stream!" });
+    await outbox.put("good-1", good);
+    await outbox.put("good-2", { ...good, recordId: "good-2" });
+    await store.close();
+
+    const relay = await startRelay(source.address, {}, { dataDir: relayDir });
+    const src = sourceClient(source.address);
+    await eventually(async () => (await src.listUsage()).length === 2);
+    assert.deepEqual((await src.listUsage()).map((r) => r.recordId), ["good-1", "good-2"]);
+    await eventually(async () => (await relayClient(relay.address).listSessions()).pendingUsageRecords === 0n);
+    await relay.stop("test: inspect the store");
+    const after = await NodeStore.open(join(relayDir, "store"), { log: testLogger(), sweepIntervalMs: 0 });
+    onCleanup(() => after.close());
+    assert.deepEqual((await after.collection<typeof good>("usage-rejected").get("bad-0"))?.stream, "not a stream!");
+    assert.equal(await after.collection("usage-outbox").count(), 0);
   });
 });
