@@ -87,9 +87,10 @@ describe("Relay", () => {
   describe("session control", () => {
     it("closes the upstream after the last leave, not before the linger", async () => {
       const source = await startSource();
-      const relay = await startRelay(source.address, { linger: "1500ms" });
+      const relay = await startRelay(source.address, { linger: "2500ms" });
       const src = sourceClient(source.address);
       const via = sourceClient(relay.address);
+      const ops = relayClient(relay.address);
       const pub = publisher(src, "s");
       pub.send("x");
       await streamListed(src, "s");
@@ -97,15 +98,20 @@ describe("Relay", () => {
       const b = await subscribed(via, "s", "b");
       const upstreamSubscribers = async (): Promise<number> => (await src.listStreams()).find((s) => s.name === "s")?.subscribers ?? -1;
       a.leave();
-      await eventually(async () => (await relayClient(relay.address).listSessions()).sessions[0]?.subscribers.length === 1);
+      await eventually(async () => (await ops.listSessions()).sessions[0]?.subscribers.length === 1);
       assert.equal(await upstreamSubscribers(), 1, "one subscriber left: the upstream stays");
+      const beforeLastLeave = Date.now();
       b.leave();
-      await eventually(async () => (await relayClient(relay.address).listSessions()).sessions[0]?.state === UpstreamState.LINGERING);
-      const lastLeave = Date.now();
+      const session = await eventually(async () => {
+        const s = (await ops.listSessions()).sessions[0];
+        return s?.state === UpstreamState.LINGERING ? s : undefined;
+      });
+      const until = session?.lingerUntil?.getTime() ?? 0;
+      assert.ok(until >= beforeLastLeave + 2500, "the linger runs from the last leave");
       assert.equal(await upstreamSubscribers(), 1, "lingering: the upstream is still open");
       await eventually(async () => (await upstreamSubscribers()) === 0, 10_000, 20);
-      assert.ok(Date.now() - lastLeave >= 1400, `upstream closed after ${Date.now() - lastLeave} ms, linger is 1500 ms`);
-      assert.equal((await relayClient(relay.address).listSessions()).sessions.length, 0);
+      assert.ok(Date.now() >= until - 5, `upstream closed ${until - Date.now()} ms before the linger ended`);
+      assert.equal((await ops.listSessions()).sessions.length, 0);
     });
 
     it("re-uses a lingering upstream when a subscriber rejoins inside the linger", async () => {
