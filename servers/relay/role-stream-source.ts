@@ -43,6 +43,8 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
         maxFrameBytes: cfg.maxFrameBytes,
         usageRetentionMs: cfg.usageRetention,
         halfCloseGraceMs: cfg.halfCloseGrace,
+        sourceId: ctx.config.node.id,
+        shutdown: ctx.shutdown,
       },
       ctx.log,
     );
@@ -82,6 +84,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
       },
       stop: async () => {
         generators.forEach((g) => g.stop());
+        await core.flush();
         core.closeAll(new UnavailableError("the stream source is shutting down", { reason: "NODE_SHUTTING_DOWN", domain: RELAY_DOMAIN, retryDelayMs: 1000 }));
       },
     };

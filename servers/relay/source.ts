@@ -3,6 +3,7 @@
  * their subscribers (relays, or subscribers attached directly), and the usage ledger
  * where relays' reports are stored once per record id.
  */
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { sleep } from "../../clients/grpc/retry.js";
 import { encodeEvent } from "../../clients/relay/index.js";
@@ -74,6 +75,10 @@ export interface SourceOptions {
   usageRetentionMs: number;
   /** Wait after a half-close without end_of_stream before ending the stream normally, in ms. */
   halfCloseGraceMs: number;
+  /** Node id of the source, the relay_id of the records of its direct subscribers. */
+  sourceId: string;
+  /** The node's shutdown signal (leave reason SHUTDOWN instead of CANCELLED). */
+  shutdown?: AbortSignal;
 }
 
 /** Who is subscribing, as the handler knows it. */
@@ -87,6 +92,7 @@ export class StreamSourceCore {
   readonly streams = new Map<string, LiveStream>();
   private readonly usage: Collection<StoredUsage>;
   private reporting: Promise<unknown> = Promise.resolve();
+  private readonly pendingWrites = new Set<Promise<unknown>>();
 
   constructor(
     private readonly store: NodeStore,
@@ -170,15 +176,48 @@ export class StreamSourceCore {
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(stream.nextSequence) } } }));
     stream.subscribers.add(sub);
     stream.subscriptionsTotal++;
-    const onAbort = (): void => sub.cancel(LeaveReason.CANCELLED);
+    const onAbort = (): void => sub.cancel(this.opts.shutdown?.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
+    let leave: Leave;
     try {
-      return await sub.done;
+      leave = await sub.done;
     } finally {
       signal.removeEventListener("abort", onAbort);
       stream.subscribers.delete(sub);
     }
+    await this.recordDirect(sub, leave);
+    return leave;
+  }
+
+  /**
+   * A subscriber attached directly is metered like one at a relay and its record goes
+   * straight into the ledger. Relays' own upstream subscriptions are not recorded here:
+   * the relays report their subscribers, and the upstream relay reports the hop.
+   */
+  private async recordDirect(sub: Subscriber, leave: Leave): Promise<void> {
+    if (sub.id.startsWith("relay:")) return;
+    const rec: StoredUsage = {
+      recordId: `${this.opts.sourceId}:${randomUUID()}`,
+      subscriberId: sub.id,
+      stream: sub.stream,
+      bytes: String(sub.bytes),
+      frames: String(sub.frames),
+      startedAtMs: sub.joinedAt.getTime(),
+      endedAtMs: Date.now(),
+      relayId: this.opts.sourceId,
+      droppedFrames: String(sub.droppedFrames),
+      leaveReason: leave.reason,
+    };
+    const p = this.putAll([rec]).catch((err: unknown) => this.log.error({ err, record: rec }, "could not store a usage record"));
+    this.pendingWrites.add(p);
+    void p.finally(() => this.pendingWrites.delete(p));
+    await p;
+  }
+
+  /** Waits until every usage record of a direct subscriber is stored. */
+  async flush(): Promise<void> {
+    while (this.pendingWrites.size) await Promise.all([...this.pendingWrites]);
   }
 
   /** Live streams in name order, one page. */

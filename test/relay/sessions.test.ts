@@ -210,6 +210,33 @@ describe("Relay", () => {
     });
   });
 
+  describe("direct subscribers", () => {
+    it("are metered at the source itself, with the source as relay_id", async () => {
+      const source = await startSource();
+      const relay = await startRelay(source.address);
+      const src = sourceClient(source.address);
+      const pub = publisher(src, "d");
+      pub.send("x");
+      await streamListed(src, "d");
+      const direct = await subscribed(src, "d", "direct-user");
+      const relayed = await subscribed(sourceClient(relay.address), "d", "relayed-user");
+      for (let i = 0; i < 4; i++) pub.send(Buffer.alloc(10 * (i + 1)));
+      await eventually(() => direct.frames.length === 4 && relayed.frames.length === 4);
+      direct.leave();
+      relayed.leave();
+      const records = await eventually(async () => {
+        const r = await src.listUsage("d");
+        return r.length === 2 ? r : undefined;
+      });
+      const d = records?.find((r) => r.subscriberId === "direct-user");
+      assert.equal(d?.relayId, "source-1");
+      assert.equal(d?.frames, 4n);
+      assert.equal(d?.bytes, 100n);
+      assert.equal(records?.find((r) => r.subscriberId === "relayed-user")?.relayId, "relay-1");
+      assert.ok(!records?.some((r) => r.subscriberId.startsWith("relay:")), "the relay's hop is not recorded by the source");
+    });
+  });
+
   describe("ListStreams", () => {
     it("lists the source's generator streams, also when asked at a relay", async () => {
       const source = await startSource({ generators: [{ kind: "ticker", name: "clock", interval: "20ms" }] });

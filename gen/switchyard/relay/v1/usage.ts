@@ -74,7 +74,10 @@ export function leaveReasonToJSON(object: LeaveReason): string {
 
 /**
  * UsageRecord is what one subscriber received from join to leave, measured by the relay
- * that served it and reported to the source for billing (seed claims 4-6).
+ * that served it and reported to the source for billing (seed claims 4-6). A relay also
+ * records the upstream subscriptions of relays below it (subscriber_id "relay:<id>"):
+ * transit between nodes, not end users. The source records its direct subscribers itself
+ * and does not record relays' subscriptions to it.
  */
 export interface UsageRecord {
   /**
@@ -104,7 +107,10 @@ export interface UsageRecord {
   endedAt?:
     | Date
     | undefined;
-  /** Node id of the relay that served the subscriber. */
+  /**
+   * Node id of the node that served the subscriber: a relay, or the source itself for a
+   * subscriber attached to it directly (the source records those without a report).
+   */
   relayId: string;
   /** Frames the subscriber missed because it was too slow (announced to it as gaps). */
   droppedFrames: bigint;
