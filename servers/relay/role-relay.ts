@@ -148,9 +148,6 @@ export const relayRole: RoleDefinition<RelayConfig> = {
 
     return {
       services: [source, operator],
-      /** Testing and operators reach the core through the role instance. */
-      core,
-      outbox,
       load: () => ({
         figures: {
           sessions: core.sessionCount(),
