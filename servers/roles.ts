@@ -28,6 +28,14 @@ const entries: Record<string, RoleEntry> = {
     summary: "pass-on upper center: the top of the hierarchy",
     load: async () => (await import("./passon/index.js")).upperCenterRole as RoleDefinition<never>,
   },
+  "stream-source": {
+    summary: "relay: publishes live streams (published by clients or built-in generators), meters subscribers",
+    load: async () => (await import("./relay/role-stream-source.js")).streamSourceRole as RoleDefinition<never>,
+  },
+  relay: {
+    summary: "relay: joins many subscribers onto one upstream subscription, meters and reports usage",
+    load: async () => (await import("./relay/role-relay.js")).relayRole as RoleDefinition<never>,
+  },
 };
 
 /** Names and one-line summaries of every role. */

@@ -10,6 +10,7 @@
  *  5. the role stops, then metrics, then the store closes last (LevelDB lock released).
  */
 import { readFileSync } from "node:fs";
+import { setMaxListeners } from "node:events";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -111,6 +112,8 @@ export async function startNode<C>(config: NodeConfig<C>, role: RoleDefinition<C
   const startedAt = new Date();
   const shutdownController = new AbortController();
   const shutdown = shutdownController.signal;
+  // Every open stream listens on this signal; thousands of subscribers are normal.
+  setMaxListeners(0, shutdown);
   const metrics = new NodeMetrics({ node: config.node.id, role: config.node.role });
   const store = await NodeStore.open(join(config.dataDir, "store"), { log, sweepIntervalMs: config.store.ttlSweepIntervalMs });
   const health = new HealthImplementation({ "": "NOT_SERVING" });

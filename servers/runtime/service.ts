@@ -205,8 +205,16 @@ export function implement<S extends ServiceDefinition>(
 ): ServiceRegistration {
   const implementation: UntypedServiceImplementation = {};
   for (const [name, def] of Object.entries(definition)) {
-    const handler = (handlers as Record<string, (...args: unknown[]) => Promise<unknown>>)[name];
-    if (typeof handler !== "function") throw new Error(`no handler for ${def.path}`);
+    const fn = (handlers as Record<string, (...args: unknown[]) => Promise<unknown>>)[name];
+    if (typeof fn !== "function") throw new Error(`no handler for ${def.path}`);
+    // A handler that throws synchronously (not async) still goes through the boundary.
+    const handler = (...args: unknown[]): Promise<unknown> => {
+      try {
+        return fn(...args);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
     const method = def.path;
     if (!def.requestStream && !def.responseStream) {
       implementation[name] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {

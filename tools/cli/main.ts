@@ -5,6 +5,7 @@ import { packageVersion } from "../../servers/runtime/paths.js";
 import { registerCall } from "./commands/call.js";
 import { registerNode } from "./commands/node.js";
 import { registerPasson } from "./commands/passon.js";
+import { registerRelay } from "./commands/relay.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
 
@@ -22,5 +23,6 @@ registerNode(program);
 registerStatus(program);
 registerCall(program);
 registerPasson(program);
+registerRelay(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,200 @@
+/**
+ * `npm run bench -- relay [SUBSCRIBERS] [SECONDS] [INTERVAL_MS] [PROCESSES]`: 1 source →
+ * 1 relay → SUBSCRIBERS (default 1000) subscribers of a ticker stream of 1 KiB frames (one
+ * every INTERVAL_MS, default 10 ms), against the same subscribers attached directly to
+ * the source, in the same run. Source and relay are child processes of the compiled
+ * build; the subscribers live in PROCESSES (default 4) subscriber hosts
+ * (relay-subscribers.ts).
+ *
+ * Rows:
+ *  - source_egress: bytes/s the source sends with the relay in place (ours) vs the bytes/s
+ *    of one subscriber's stream (a probe subscribed directly at the same time);
+ *  - direct_egress: the same egress (ours) vs the source's egress when the subscribers
+ *    are attached to it directly;
+ *  - deliveries_per_s: frames/s received by all subscribers via the relay vs directly;
+ *  - added_p99_ms: p99 source→subscriber latency via the relay minus the probe's p99 in
+ *    the same window (ours), vs the probe's p99 (the direct baseline it adds to);
+ *  - cpu_us_per_delivery: CPU time of the relay process per frame delivered (ours) vs the
+ *    source process per frame delivered directly: what a delivery costs, whatever share of
+ *    the machine the run got (1e6 / it = deliveries per second per core).
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify as toYaml } from "yaml";
+import { StreamSourceClient } from "../../clients/relay/index.js";
+import { nodeEntryPoint } from "../cluster/launcher.js";
+import { percentile, row, type BenchRow } from "./harness.js";
+
+const STREAM = "bench";
+
+async function startNode(dir: string, config: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
+  const id = (config["node"] as { id: string }).id;
+  const file = join(dir, `${id}.yaml`);
+  writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }));
+  const child = fork(nodeEntryPoint(), ["node", "--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const address = await new Promise<string>((resolve, reject) => {
+    child.once("message", (m: { address: string }) => resolve(m.address));
+    child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
+  });
+  return { child, address };
+}
+
+interface Meter {
+  frames: number;
+  bytes: number;
+  latencies: number[];
+}
+
+/** A group of subscriber host processes. */
+interface Hosts {
+  started: Promise<void>;
+  measure(on: boolean): void;
+  report(): Promise<Meter>;
+  close(): void;
+}
+
+function request(child: ChildProcess, msg: unknown, until: (m: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const on = (m: Record<string, unknown>): void => {
+      if (m["error"]) {
+        child.off("message", on);
+        reject(new Error(String(m["error"])));
+      } else if (until(m)) {
+        child.off("message", on);
+        resolve(m);
+      }
+    };
+    child.on("message", on);
+    child.send(msg as never);
+  });
+}
+
+/** Opens `n` subscriptions to `target` spread over `processes` subscriber hosts. */
+function subscribeMany(target: string, n: number, processes: number): Hosts {
+  const script = join(dirname(fileURLToPath(import.meta.url)), "relay-subscribers.js");
+  const k = Math.max(1, Math.min(processes, n));
+  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [] }));
+  const per = Math.ceil(n / k);
+  const started = Promise.all(
+    children.map(async (c, i) => {
+      await new Promise<void>((r) => c.once("message", () => r()));
+      const count = Math.min(per, n - i * per);
+      if (count > 0) await request(c, { cmd: "open", target, stream: STREAM, count, first: i * per }, (m) => m["ok"] === "open");
+    }),
+  ).then(() => undefined);
+  return {
+    started,
+    measure: (on) => children.forEach((c) => c.send({ cmd: "measure", on })),
+    report: async () => {
+      const parts = await Promise.all(children.map((c) => request(c, { cmd: "report" }, (m) => "frames" in m)));
+      return {
+        frames: parts.reduce((a, p) => a + Number(p["frames"]), 0),
+        bytes: parts.reduce((a, p) => a + Number(p["bytes"]), 0),
+        latencies: parts.flatMap((p) => p["latencies"] as number[]),
+      };
+    },
+    close: () => children.forEach((c) => c.send({ cmd: "close" })),
+  };
+}
+
+/** CPU seconds (user + system) a process used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The source's counters of the bench stream: bytes written to subscribers, frames published. */
+async function egress(client: StreamSourceClient): Promise<{ bytes: number; frames: number }> {
+  const s = (await client.listStreams()).find((x) => x.name === STREAM);
+  return { bytes: Number(s?.deliveredBytes ?? 0), frames: Number(s?.framesPublished ?? 0) };
+}
+
+/** Measures for `ms`: meters on, source egress before/after. */
+async function window(
+  ms: number,
+  src: StreamSourceClient,
+  hosts: Hosts[],
+  cpuOf: ChildProcess,
+): Promise<{ seconds: number; egressBytes: number; framesPublished: number; cpu: number; meters: Meter[] }> {
+  await Promise.all(hosts.map((h) => h.report())); // reset
+  const e0 = await egress(src);
+  const c0 = cpuSeconds(cpuOf.pid);
+  const t0 = performance.now();
+  hosts.forEach((h) => h.measure(true));
+  await new Promise((r) => setTimeout(r, ms));
+  hosts.forEach((h) => h.measure(false));
+  const seconds = (performance.now() - t0) / 1000;
+  const e1 = await egress(src);
+  const cpu = cpuSeconds(cpuOf.pid) - c0;
+  return { seconds, cpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
+}
+
+export default async function relayBench(args: string[]): Promise<BenchRow[]> {
+  const subscribers = Number(args[0] ?? 1000);
+  const seconds = Number(args[1] ?? 10);
+  const intervalMs = Number(args[2] ?? 10);
+  const processes = Number(args[3] ?? 4);
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
+  const source = await startNode(dir, {
+    node: { id: "bench-source", role: "stream-source" },
+    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }] },
+  });
+  const relay = await startNode(dir, {
+    node: { id: "bench-relay", role: "relay" },
+    relay: { upstream: source.address, linger: "1s" },
+  });
+  const src = new StreamSourceClient(source.address);
+  try {
+    // Ours: subscribers at the relay, one probe directly at the source.
+    const via = subscribeMany(relay.address, subscribers, processes);
+    const probe = subscribeMany(source.address, 1, 1);
+    await Promise.all([via.started, probe.started]);
+    await new Promise((r) => setTimeout(r, 1000)); // warm up
+    const ours = await window(seconds * 1000, src, [via, probe], relay.child);
+    const [viaMeter, probeMeter] = ours.meters as [Meter, Meter];
+    via.close();
+    probe.close();
+    // Anchor: the same subscribers attached directly to the source.
+    await new Promise((r) => setTimeout(r, 1500)); // the relay's upstream lingers out
+    const direct = subscribeMany(source.address, subscribers, processes);
+    await direct.started;
+    await new Promise((r) => setTimeout(r, 1000));
+    const anchor = await window(seconds * 1000, src, [direct], source.child);
+    const [directMeter] = anchor.meters as [Meter];
+    direct.close();
+
+    // One subscriber's stream over exactly the window the source's counters cover: every
+    // frame published, at the encoded size the probe saw. The probe's own share of the
+    // source's egress is that same stream, so it is subtracted to leave the relay's.
+    const frameBytes = probeMeter.frames ? probeMeter.bytes / probeMeter.frames : 0;
+    const oneStream = (ours.framesPublished * frameBytes) / ours.seconds;
+    const relayEgress = ours.egressBytes / ours.seconds - oneStream;
+    const directEgress = anchor.egressBytes / anchor.seconds;
+    const p99Via = percentile(viaMeter.latencies, 99);
+    const p99Probe = percentile(probeMeter.latencies, 99);
+    const note = `${subscribers} subscribers, 1 KiB frames every ${intervalMs} ms`;
+    return [
+      row("source_egress", "bytes/s", relayEgress, oneStream, `one subscriber's stream (${note})`, false),
+      row("direct_egress", "bytes/s", relayEgress, directEgress, `same subscribers attached to the source`, false),
+      row("deliveries_per_s", "frames/s", viaMeter.frames / ours.seconds, directMeter.frames / anchor.seconds, "same subscribers attached to the source", true),
+      row("added_p99_ms", "ms", p99Via - p99Probe, p99Probe, "p99 of a direct subscriber, same window", false),
+      row("cpu_us_per_delivery", "µs", (ours.cpu * 1e6) / Math.max(1, viaMeter.frames), (anchor.cpu * 1e6) / Math.max(1, directMeter.frames), "source process, subscribers attached directly", false),
+      row("p99_via_relay_ms", "ms", p99Via, percentile(directMeter.latencies, 99), "p99 with the subscribers attached to the source", false),
+    ];
+  } finally {
+    src.close();
+    relay.child.kill("SIGTERM");
+    source.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 500));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
