@@ -1,11 +1,13 @@
 /** Every role the `switchyard node` program can run. Subsystems add theirs here. */
 import { bareRole } from "./bare/role.js";
+import { contentServerRole } from "./reception/role-content-server.js";
+import { receptionRole } from "./reception/role-reception.js";
 import type { RoleDefinition } from "./runtime/role.js";
 import type { z } from "zod";
 
 /** Roles by name. */
 export const ROLES: ReadonlyMap<string, RoleDefinition<never>> = new Map(
-  ([bareRole] as RoleDefinition<never>[]).map((r) => [r.role, r]),
+  ([bareRole, receptionRole, contentServerRole] as RoleDefinition<never>[]).map((r) => [r.role, r]),
 );
 
 /** Config schemas by role name, for loadNodeConfig. */
