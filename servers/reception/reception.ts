@@ -88,7 +88,7 @@ export class Reception {
   }
 
   /** PlaceOrder. */
-  placeOrder(req: PlaceOrderRequest, ctx: CallContext): Promise<PlaceOrderResponse> {
+  async placeOrder(req: PlaceOrderRequest, ctx: CallContext): Promise<PlaceOrderResponse> {
     validateOrder(req);
     const clientId = subjectOf(ctx) ?? req.clientId;
     if (!req.requestId) return this.admit(req.itemId, clientId, peerHost(ctx.peer));
