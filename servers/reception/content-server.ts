@@ -109,17 +109,15 @@ export class ContentServerCore extends EventEmitter {
       return { ticketId: "", rejectedReason, noticesSeen: BigInt(this.noticesSeen) };
     }
     const id = claims.ticketId;
+    const notAfter = claims.notAfter?.getTime() ?? 0;
+    const rec = this.incoming.has(id) || this.serving.has(id) ? undefined : await this.catalog.get(claims.contentLocation);
+    // The counter and the slot change together (no await between), so every report's
+    // counts include exactly the notices up to its notices_seen.
+    this.noticesSeen++;
     if (!this.incoming.has(id) && !this.serving.has(id)) {
-      const notAfter = claims.notAfter?.getTime() ?? 0;
-      const rec = await this.catalog.get(claims.contentLocation);
-      if (!this.incoming.has(id) && !this.serving.has(id)) {
-        this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, rec?.sizeBytes ?? 0);
-      }
+      this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, rec?.sizeBytes ?? 0);
       if (await this.used.has(id)) this.dropIncoming(id, false);
     }
-    // Counted only once the slot is taken, so a report's counts include every notice
-    // up to its notices_seen.
-    this.noticesSeen++;
     return { ticketId: id, rejectedReason: "", noticesSeen: BigInt(this.noticesSeen) };
   }
 

@@ -166,14 +166,18 @@ export class Reception {
     const entry = queued ? this.queue.get(qkey, now) : this.queue.add(qkey, itemId, clientId, now);
     this.counters.busy++;
     const servers = live.map((e) => {
-      const hold = durationToMs(e.load?.meanHoldTime) ?? this.opts.defaultHoldMs;
+      // Before a server has completed an order, its longest per-slot estimate (a slot
+      // taken recently) stands in for the hold time; the configured default comes last.
+      const longest = Math.max(0, ...(e.load?.slotFreeIn ?? []).map((d) => durationToMs(d) ?? 0));
+      const hold = durationToMs(e.load?.meanHoldTime) ?? (longest > 0 ? longest : this.opts.defaultHoldMs);
       return { releases: this.table.releaseTimes(e, hold, now), holdMs: hold };
     });
     const est = estimateWait(position, servers);
     const estimate = Number.isFinite(est) ? est : this.opts.maxRetryMs;
     // Come back a little after the slot should free, spread so that clients due at the
     // same moment do not all arrive in the same instant.
-    const spread = Math.random() * Math.min(this.opts.maxSpreadMs, 0.1 * estimate);
+    // The offset grows with the position, so spreading never reorders the queue.
+    const spread = Math.min(this.opts.maxSpreadMs, 0.1 * estimate) * (position / (position + 4));
     const retry = Math.min(this.opts.maxRetryMs, Math.max(this.opts.minRetryMs, estimate + spread));
     if (entry) entry.expiresAt = now + retry + Math.max(this.opts.queueGraceMs, 0.25 * retry);
     return new AllServersBusyError(itemId, position, estimate, retry);
