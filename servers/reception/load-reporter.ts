@@ -10,6 +10,9 @@ import { durationToMs } from "../../clients/grpc/duration.js";
 import { sleep } from "../../clients/grpc/retry.js";
 import { ReceptionClient, type ReportLoadRequest, type ServerLoad } from "../../clients/reception/index.js";
 
+/** Channel options for peers that come back after a restart. */
+export const RECONNECT = { "grpc.initial_reconnect_backoff_ms": 200, "grpc.max_reconnect_backoff_ms": 2_000 };
+
 /** What the reporter needs from its content server. */
 export interface ReporterSource {
   serverId: string;
@@ -38,7 +41,8 @@ export class LoadReporter {
     private readonly log: Logger,
     private readonly opts: { intervalMs: number; minGapMs: number },
   ) {
-    this.client = new ReceptionClient(target, settings);
+    // Reconnect quickly after a reception restart (grpc-js would back off up to 2 min).
+    this.client = new ReceptionClient(target, { ...settings, extra: { ...RECONNECT, ...settings.extra } });
     this.intervalMs = opts.intervalMs;
   }
 
@@ -61,6 +65,8 @@ export class LoadReporter {
 
   private async once(signal: AbortSignal): Promise<void> {
     const call = this.client.reportLoad();
+    // The call may fail before the loop below reads it; the loop still sees the error.
+    call.on("error", () => undefined);
     const onAbort = (): void => {
       call.end();
     };

@@ -5,6 +5,7 @@
  */
 import type { ClientDuplexStream } from "@grpc/grpc-js";
 import type { ChannelSettings } from "../../clients/grpc/channel.js";
+import { RECONNECT } from "./load-reporter.js";
 import { ContentServerClient, type NotifyTicketsRequest, type NotifyTicketsResponse } from "../../clients/reception/index.js";
 
 interface Waiter {
@@ -19,11 +20,14 @@ export class TicketNotifier {
   private call: ClientDuplexStream<NotifyTicketsRequest, NotifyTicketsResponse> | undefined;
   private readonly waiting: Waiter[] = [];
 
+  private readonly settings: ChannelSettings;
+
   constructor(
     private address: string,
-    private readonly settings: ChannelSettings,
+    settings: ChannelSettings,
   ) {
-    this.client = new ContentServerClient(address, settings);
+    this.settings = { ...settings, extra: { ...RECONNECT, ...settings.extra } };
+    this.client = new ContentServerClient(address, this.settings);
   }
 
   /** Points the notifier at a new address (the server re-registered elsewhere). */
