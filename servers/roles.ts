@@ -36,6 +36,14 @@ const entries: Record<string, RoleEntry> = {
     summary: "relay: joins many subscribers onto one upstream subscription, meters and reports usage",
     load: async () => (await import("./relay/role-relay.js")).relayRole as RoleDefinition<never>,
   },
+  reception: {
+    summary: "reception: admits orders to the least-loaded content server with sealed single-use tickets",
+    load: async () => (await import("./reception/role-reception.js")).receptionRole as RoleDefinition<never>,
+  },
+  "content-server": {
+    summary: "reception: serves catalog items to clients holding a ticket, reports its load",
+    load: async () => (await import("./reception/role-content-server.js")).contentServerRole as RoleDefinition<never>,
+  },
 };
 
 /** Names and one-line summaries of every role. */

@@ -275,7 +275,11 @@ async function* readAll<T>(call: AsyncIterable<T> & NodeJS.EventEmitter, signal:
   };
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    for await (const m of call) yield m;
+    // Not `for await (const m of call)`: a Readable's async iterator destroys the stream
+    // when the reading ends, and on a bidi call that kills the response side too, so the
+    // handler's status would never be sent after the client half-closes.
+    const it = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<T> }).iterator({ destroyOnReturn: false });
+    for await (const m of it) yield m;
   } finally {
     signal.removeEventListener("abort", onAbort);
   }

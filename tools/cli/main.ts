@@ -6,6 +6,7 @@ import { registerCall } from "./commands/call.js";
 import { registerNode } from "./commands/node.js";
 import { registerPasson } from "./commands/passon.js";
 import { registerRelay } from "./commands/relay.js";
+import { registerReception } from "./commands/reception.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
 
@@ -24,5 +25,6 @@ registerStatus(program);
 registerCall(program);
 registerPasson(program);
 registerRelay(program);
+registerReception(program);
 
 await program.parseAsync(process.argv);
