@@ -101,7 +101,7 @@ export async function spawnNode(config: Record<string, unknown>, dir = tempDir()
   const full = { metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, String(node["id"])), ...node } };
   const configFile = join(dir, `${String(node["id"])}.yaml`);
   writeFileSync(configFile, toYaml(full));
-  const child = fork(nodeEntryPoint(), ["node", "--config", configFile], { stdio: ["ignore", "pipe", "pipe", "ipc"], execArgv: [] });
+  const child = fork(nodeEntryPoint(), ["--config", configFile], { stdio: ["ignore", "pipe", "pipe", "ipc"], execArgv: [] });
   let output = "";
   child.stdout?.on("data", (b: Buffer) => (output += b.toString()));
   child.stderr?.on("data", (b: Buffer) => (output += b.toString()));

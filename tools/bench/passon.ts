@@ -23,7 +23,7 @@ const PAYLOAD = Buffer.alloc(64, 7);
 async function startNode(dir: string, id: string, role: string, section: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ node: { id, role, listen: "127.0.0.1:0", dataDir: join(dir, id) }, log: { level: "warn" }, metrics: { listen: "" }, [section]: cfg }));
-  const child = fork(nodeEntryPoint(), ["node", "--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));

@@ -34,7 +34,7 @@ async function startNode(dir: string, config: Record<string, unknown>): Promise<
   const id = (config["node"] as { id: string }).id;
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }));
-  const child = fork(nodeEntryPoint(), ["node", "--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));

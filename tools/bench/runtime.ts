@@ -26,7 +26,7 @@ async function startOurs(dir: string): Promise<{ child: ChildProcess; address: s
     configFile,
     toYaml({ node: { id: "bench-node", role: "bare", listen: "127.0.0.1:0", dataDir: join(dir, "bench-node") }, log: { level: "warn" }, metrics: { listen: "127.0.0.1:0" } }),
   );
-  const child = fork(nodeEntryPoint(), ["node", "--config", configFile], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", configFile], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`node exited ${c}`)));

@@ -44,8 +44,15 @@ export interface Cluster {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** The compiled CLI that node processes run. */
+/** The compiled entry point node processes run (`--config FILE`). */
 export function nodeEntryPoint(): string {
+  const entry = join(packageRoot(), "dist", "servers", "node-entry.js");
+  if (!existsSync(entry)) throw new Error(`${entry} is missing: run 'npm run build' first`);
+  return entry;
+}
+
+/** The compiled `switchyard` CLI. */
+export function cliEntryPoint(): string {
   const entry = join(packageRoot(), "dist", "tools", "cli", "main.js");
   if (!existsSync(entry)) throw new Error(`${entry} is missing: run 'npm run build' first`);
   return entry;
@@ -94,7 +101,7 @@ export async function launchCluster(opts: LaunchOptions): Promise<Cluster> {
     writeFileSync(configFile, `# written by 'switchyard up' from ${opts.clusterFile}\n` + toYaml(config));
     const logFile = join(dataDir, "node.log");
     const logFd = openSync(logFile, "a");
-    const child = fork(entry, ["node", "--config", configFile], {
+    const child = fork(entry, ["--config", configFile], {
       stdio: ["ignore", logFd, logFd, "ipc"],
       env: { ...process.env, ...opts.env },
       execArgv: [],
