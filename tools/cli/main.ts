@@ -2,6 +2,7 @@
 /** The `switchyard` command line. Each subsystem registers its commands in commands/. */
 import { Command } from "commander";
 import { packageVersion } from "../../servers/runtime/paths.js";
+import { registerContent } from "./commands/content.js";
 import { registerNode } from "./commands/node.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
@@ -12,5 +13,6 @@ const program = new Command("switchyard")
 registerUp(program);
 registerNode(program);
 registerStatus(program);
+registerContent(program);
 
 await program.parseAsync(process.argv);
