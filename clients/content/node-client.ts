@@ -112,7 +112,13 @@ export class DistributionNodeClient {
 export class NodeClientPool {
   private readonly clients = new Map<string, DistributionNodeClient>();
 
-  constructor(private readonly settings: ChannelSettings = {}) {}
+  private readonly settings: ChannelSettings;
+
+  constructor(settings: ChannelSettings = {}) {
+    // grpc-js keeps HTTP/2 at a 64 KiB receive window unless told otherwise, which caps a
+    // piece stream at one window per round trip; pieces are MiB-sized.
+    this.settings = { ...settings, extra: { "grpc-node.flow_control_window": 16 * 1024 * 1024, ...settings.extra } };
+  }
 
   /** The client of `address`. */
   get(address: string): DistributionNodeClient {

@@ -831,10 +831,18 @@ export class Manager {
       const todo: string[] = [];
       for await (const [id, p] of this.pieces.entries()) if (p.replicas.some((r) => r.node === nodeId)) todo.push(id);
       if (todo.length === 0) {
-        await this.sweepNode(node);
+        // Copies whose delete failed mid-way are removed now; a node that is down keeps
+        // them (ciphertext nobody can be granted any more) and the drain still ends.
+        let sweepError: string | undefined;
+        try {
+          await this.sweepNode(node);
+        } catch (err) {
+          sweepError = `drained, but leftover copies could not be deleted: ${describeError(err)}`;
+        }
         await this.setNode(nodeId, (n) => {
           n.state = "drained";
-          delete n.drainError;
+          if (sweepError) n.drainError = sweepError;
+          else delete n.drainError;
         });
         this.log.info({ node: nodeId }, "drain finished");
         return;

@@ -3,14 +3,14 @@ import { createHash } from "node:crypto";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { ContentClient } from "../../clients/content/index.js";
 import { contentManagerRole } from "../../servers/content/role-content-manager.js";
-import { onCleanup, spawnNode, startTestNode } from "../helpers/nodes.js";
+import { onCleanup, spawnNode, startTestNode, type SpawnedNode } from "../helpers/nodes.js";
 import { ADMIN_TOKEN, managerConfig, nodeConfig, chunks, testBytes } from "./cluster.js";
 
 describe("content downloader", () => {
   describe("faults", () => {
     it("finishes a download byte-exactly when a node is killed (SIGKILL) in the middle", async function () {
       this.timeout(60_000);
-      const spawned = [];
+      const spawned: SpawnedNode[] = [];
       for (let i = 1; i <= 3; i++) {
         // Paced nodes so the download lasts long enough to kill one mid-way.
         spawned.push(await spawnNode({ node: { id: `kdn-${i}`, role: "distribution-node" }, distributionNode: nodeConfig({ bandwidthLimit: "4MiB" }), log: { level: "warn" } }));

@@ -5,6 +5,7 @@ import { ContentClient, DistributionNodeClient } from "../../clients/content/ind
 import { parseRichError } from "../../clients/grpc/index.js";
 import { GrantSigner } from "../../servers/content/grant.js";
 import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
+import type { RunningNode } from "../../servers/runtime/node.js";
 import { eventually, onCleanup, spawnNode, startTestNode, tempDir } from "../helpers/nodes.js";
 import { ADMIN_TOKEN, GRANT_KEYS, READER_TOKEN, TOKENS, collect, chunks, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
 
@@ -55,7 +56,7 @@ describe("ContentManagerService", () => {
 
     it("resumes a drain after the manager is killed (SIGKILL) in the middle", async function () {
       this.timeout(90_000);
-      const nodes = [];
+      const nodes: RunningNode[] = [];
       for (let i = 1; i <= 3; i++) nodes.push(await startTestNode(distributionNodeRole, { id: `rdn-${i}`, roleConfig: nodeConfig() }));
       const dir = tempDir();
       const managerCfg = (listen: string) => ({

@@ -65,7 +65,8 @@ describe("DistributionNodeService", () => {
       void store;
       const path = `${node?.config.dataDir}/pieces/${pieceId.slice(0, 2)}/${pieceId}`;
       const b = readFileSync(path);
-      b[Math.floor(b.length / 2)] ^= 0xff;
+      const at = Math.floor(b.length / 2);
+      b[at] = (b[at] ?? 0) ^ 0xff;
       writeFileSync(path, b);
     };
 
@@ -110,7 +111,7 @@ describe("DistributionNodeService", () => {
       const stored = await node.get({ grant: m.grant?.token as Buffer, pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: 1 << 20 });
       assert.equal(decryptPiece(stored, p.key, p.nonce).length, 1000);
       const wrong = Buffer.from(p.key);
-      wrong[0] ^= 1;
+      wrong[0] = (wrong[0] ?? 0) ^ 1;
       assert.throws(() => decryptPiece(stored, wrong, p.nonce), PieceAuthError);
     });
   });
