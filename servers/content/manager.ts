@@ -877,7 +877,8 @@ export class Manager {
     const holders = rec.replicas.map((r) => r.node);
     let targetId = await this.intents.get(`${from}!${id}`);
     let target = targetId ? nodes.get(targetId) : undefined;
-    if (!target || target.state !== "active" || holders.includes(target.id)) {
+    // A remembered target is reused after a restart, unless it left or went down meanwhile.
+    if (!target || target.state !== "active" || holders.includes(target.id) || !(this.live.get(target.id)?.reachable ?? false)) {
       target = this.candidates(nodes, rec.minRank, rec.stored, new Set(holders))[0];
       if (!target) throw new NoPlacementError(`no node can take piece ${id.slice(0, 12)} from ${from}`);
       targetId = target.id;

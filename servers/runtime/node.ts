@@ -9,6 +9,7 @@
  *  4. after `shutdown.graceMs` whatever is left is cut (`forceShutdown`);
  *  5. the role stops, then metrics, then the store closes last (LevelDB lock released).
  */
+import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
@@ -137,6 +138,8 @@ export async function startNode<C>(config: NodeConfig<C>, role: RoleDefinition<C
   const startedAt = new Date();
   const shutdownController = new AbortController();
   const shutdown = shutdownController.signal;
+  // Every in-flight call listens on it; more than 10 at once is normal, not a leak.
+  setMaxListeners(0, shutdown);
   const metrics = new NodeMetrics({ node: config.node.id, role: config.node.role });
   const store = await NodeStore.open(join(config.dataDir, "store"), { log, sweepIntervalMs: config.store.ttlSweepIntervalMs });
   const health = new HealthImplementation({ "": "NOT_SERVING" });

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
+import { ChunkingMode, NodeState } from "../../gen/switchyard/content/v1/content.js";
 import { ContentClient } from "../../clients/content/index.js";
 import { contentManagerRole } from "../../servers/content/role-content-manager.js";
-import { onCleanup, spawnNode, startTestNode, type SpawnedNode } from "../helpers/nodes.js";
+import { eventually, onCleanup, spawnNode, startTestNode, type SpawnedNode } from "../helpers/nodes.js";
 import { ADMIN_TOKEN, managerConfig, nodeConfig, chunks, testBytes } from "./cluster.js";
 
 describe("content downloader", () => {
@@ -62,6 +62,34 @@ describe("content downloader", () => {
       // Without hedging, pieces of dn-1 alone (about 2/3 of 16 pieces x 256 KiB at 64 KiB/s) would take > 30 s.
       assert.ok(Date.now() - t0 < 20_000, `took ${Date.now() - t0} ms`);
       assert.ok(stream.stats.hedges > 0 || (stream.stats.byNode["dn-1"] ?? 0) === 0, JSON.stringify(stream.stats));
+    });
+  });
+
+  describe("drain", () => {
+    it("finishes draining a node that is killed (SIGKILL) mid-drain, from the other replicas", async function () {
+      this.timeout(60_000);
+      const spawned: SpawnedNode[] = [];
+      for (let i = 1; i <= 3; i++) {
+        spawned.push(await spawnNode({ node: { id: `ddn-${i}`, role: "distribution-node" }, distributionNode: nodeConfig({ bandwidthLimit: "1MiB" }), log: { level: "warn" } }));
+      }
+      const manager = await startTestNode(contentManagerRole, { id: "dcm", roleConfig: managerConfig(spawned.map((s) => s.address), { drainConcurrency: 2 }) });
+      const client = new ContentClient(manager.address, { token: ADMIN_TOKEN });
+      onCleanup(() => client.close());
+      const data = testBytes(3 * 1024 * 1024);
+      const content = await client.upload("drain-kill", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
+      await client.manager.drainNode("ddn-1");
+      await eventually(async () => ((await client.manager.listNodes()).find((n) => n.nodeId === "ddn-1")?.drainedPieces ?? 0n) >= 2n, 20_000, 10);
+      spawned[0]?.child.kill("SIGKILL");
+      await eventually(async () => (await client.manager.listNodes()).find((n) => n.nodeId === "ddn-1")?.state === NodeState.DRAINED, 40_000);
+      const m = await client.manager.getManifest(content.contentId);
+      for (const p of m.pieces) {
+        assert.equal(new Set(p.replicas.map((r) => r.nodeId)).size, 2);
+        assert.ok(!p.replicas.some((r) => r.nodeId === "ddn-1"));
+      }
+      const got = createHash("sha256");
+      for await (const b of await client.download(content.contentId)) got.update(b as Buffer);
+      assert.equal(got.digest("hex"), createHash("sha256").update(data).digest("hex"));
+      assert.equal(await client.manager.removeNode("ddn-1"), 0);
     });
   });
 
