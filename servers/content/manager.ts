@@ -219,7 +219,16 @@ export class Manager {
     for await (const [, n] of this.nodes.entries()) if (n.state === "draining") this.startDrain(n.id);
     const every = (ms: number, fn: () => Promise<unknown>): void => {
       if (ms <= 0) return;
-      const t = setInterval(() => void fn().catch((err: unknown) => this.log.warn({ err }, "periodic task failed")), ms);
+      // A pass that outlasts the interval is not started again until it is done: two
+      // overlapping mirror passes would both add a replica.
+      let running = false;
+      const t = setInterval(() => {
+        if (running) return;
+        running = true;
+        void fn()
+          .catch((err: unknown) => this.log.warn({ err }, "periodic task failed"))
+          .finally(() => (running = false));
+      }, ms);
       t.unref();
       this.timers.push(t);
     };
