@@ -44,6 +44,14 @@ const entries: Record<string, RoleEntry> = {
     summary: "reception: serves catalog items to clients holding a ticket, reports its load",
     load: async () => (await import("./reception/role-content-server.js")).contentServerRole as RoleDefinition<never>,
   },
+  "content-manager": {
+    summary: "content: splits, encrypts and places uploads, hands out manifests, drains and repairs nodes",
+    load: async () => (await import("./content/role-content-manager.js")).contentManagerRole as RoleDefinition<never>,
+  },
+  "distribution-node": {
+    summary: "content: stores encrypted pieces and serves them to holders of a grant",
+    load: async () => (await import("./content/role-distribution-node.js")).distributionNodeRole as RoleDefinition<never>,
+  },
 };
 
 /** Names and one-line summaries of every role. */

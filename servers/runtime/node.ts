@@ -9,8 +9,8 @@
  *  4. after `shutdown.graceMs` whatever is left is cut (`forceShutdown`);
  *  5. the role stops, then metrics, then the store closes last (LevelDB lock released).
  */
-import { readFileSync } from "node:fs";
 import { setMaxListeners } from "node:events";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -106,6 +106,32 @@ function addHealth(server: Server, health: HealthImplementation, shutdown: Abort
   } as never);
 }
 
+/** HTTP/2 receive window of a node's connections and streams, in bytes. */
+const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/**
+ * grpc-js servers keep HTTP/2's 64 KiB receive window (it has no server option for it),
+ * so a client sending MiB-sized messages (uploads, pieces) waits for a window update every
+ * 64 KiB, shared by every stream of the connection; under CPU contention each update
+ * costs a scheduling delay. Raise the window on the bound http2 servers with Node's public
+ * API (`updateSettings`, `setLocalWindowSize`); grpc-js keeps those servers in a private map.
+ */
+function raiseReceiveWindow(server: Server): void {
+  const servers = (server as unknown as { http2Servers?: Map<import("node:http2").Http2Server, unknown> }).http2Servers;
+  for (const h2 of servers?.keys() ?? []) {
+    h2.updateSettings({ initialWindowSize: RECEIVE_WINDOW_BYTES });
+    h2.on("session", (session: import("node:http2").ServerHttp2Session) => {
+      session.once("localSettings", () => {
+        try {
+          session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
+        } catch {
+          // session already closing
+        }
+      });
+    });
+  }
+}
+
 /** Starts a node of `role` with `config`; resolves once it is bound and SERVING. */
 export async function startNode<C>(config: NodeConfig<C>, role: RoleDefinition<C>, opts: StartOptions = {}): Promise<RunningNode> {
   const log = opts.log ?? createLogger({ level: config.log.level, nodeId: config.node.id, role: config.node.role });
@@ -178,6 +204,7 @@ export async function startNode<C>(config: NodeConfig<C>, role: RoleDefinition<C
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(config.node.listen, serverCredentials(config), (err, p) => (err ? reject(err) : resolve(p)));
     });
+    raiseReceiveWindow(server);
     const host = config.node.listen.slice(0, config.node.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
     if (!config.node.advertise) advertised = address;

@@ -3,6 +3,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../../servers/runtime/paths.js";
 import { registerCall } from "./commands/call.js";
+import { registerContent } from "./commands/content.js";
 import { registerNode } from "./commands/node.js";
 import { registerPasson } from "./commands/passon.js";
 import { registerRelay } from "./commands/relay.js";
@@ -26,5 +27,6 @@ registerCall(program);
 registerPasson(program);
 registerRelay(program);
 registerReception(program);
+registerContent(program);
 
 await program.parseAsync(process.argv);

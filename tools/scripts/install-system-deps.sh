@@ -3,8 +3,10 @@
 # (or sudo). Packages:
 #   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 #       the independent Python client of test/polyglot
+#   aria2
+#       aria2c, the multi-source download anchor of `npm run bench -- content`
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

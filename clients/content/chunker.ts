@@ -1,0 +1,121 @@
+/**
+ * Splitting a byte stream into pieces without holding more than one piece: fixed-size,
+ * or content-defined with a FastCDC-style gear hash (normalized chunking), so that an
+ * insertion or deletion only changes the pieces around it and the others keep their
+ * bytes (and therefore their stored, convergently encrypted copies).
+ */
+
+/** How to split. */
+export interface ChunkerOptions {
+  /** "fixed" or "content-defined". */
+  mode: "fixed" | "content-defined";
+  /** Fixed: every piece's size. Content-defined: the average size (a power of two is
+   *  used: the nearest one at or below). Bytes. */
+  pieceSize: number;
+}
+
+/** Limits of content-defined pieces for an average size. */
+export function cdcLimits(avg: number): { min: number; normal: number; max: number; bits: number } {
+  const bits = Math.max(6, Math.floor(Math.log2(avg)));
+  const a = 2 ** bits;
+  return { min: a / 4, normal: a, max: a * 4, bits };
+}
+
+// 256 pseudo-random 32-bit values (xorshift32 from a fixed seed): the same table
+// everywhere, so boundaries are reproducible across processes and versions.
+const GEAR = (() => {
+  const t = new Uint32Array(256);
+  let x = 0x9e3779b9;
+  for (let i = 0; i < 256; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    t[i] = x;
+  }
+  return t;
+})();
+
+function topMask(bits: number): number {
+  return bits <= 0 ? 0 : (0xffffffff << (32 - Math.min(32, bits))) >>> 0;
+}
+
+/** Incremental splitter: `push` bytes, get the pieces completed so far; `end` for the last. */
+export class Chunker {
+  private readonly min: number;
+  private readonly normal: number;
+  private readonly max: number;
+  private readonly maskS: number;
+  private readonly maskL: number;
+  private readonly cdc: boolean;
+  private buf: Buffer;
+  private len = 0;
+  private h = 0;
+
+  constructor(opts: ChunkerOptions) {
+    if (!(opts.pieceSize >= 64)) throw new RangeError("pieceSize must be at least 64 bytes");
+    this.cdc = opts.mode === "content-defined";
+    if (this.cdc) {
+      const l = cdcLimits(opts.pieceSize);
+      this.min = l.min;
+      this.normal = l.normal;
+      this.max = l.max;
+      // Harder to cut before the normal size, easier after: sizes cluster near it.
+      this.maskS = topMask(l.bits + 2);
+      this.maskL = topMask(l.bits - 2);
+    } else {
+      this.min = this.normal = this.max = opts.pieceSize;
+      this.maskS = this.maskL = 0;
+    }
+    this.buf = Buffer.allocUnsafeSlow(this.max);
+  }
+
+  /** Largest piece this chunker emits. */
+  get maxPieceSize(): number {
+    return this.max;
+  }
+
+  /** Adds bytes; returns the pieces they completed (each a Buffer of its own). */
+  push(data: Uint8Array): Buffer[] {
+    const out: Buffer[] = [];
+    let off = 0;
+    while (off < data.length) {
+      const room = Math.min(this.max - this.len, data.length - off);
+      let take = room;
+      let cut = false;
+      if (this.cdc) {
+        let h = this.h;
+        const start = Math.max(0, this.min - 1 - this.len);
+        for (let j = start; j < room; j++) {
+          h = ((h << 1) + (GEAR[data[off + j] as number] as number)) >>> 0;
+          const pos = this.len + j + 1;
+          if ((h & (pos < this.normal ? this.maskS : this.maskL)) === 0) {
+            take = j + 1;
+            cut = true;
+            break;
+          }
+        }
+        this.h = h;
+      }
+      this.buf.set(data.subarray(off, off + take), this.len);
+      this.len += take;
+      off += take;
+      if (cut || this.len === this.max) out.push(this.emit());
+    }
+    return out;
+  }
+
+  /** The last, possibly short, piece (undefined when nothing is left). */
+  end(): Buffer | undefined {
+    return this.len > 0 ? this.emit() : undefined;
+  }
+
+  private emit(): Buffer {
+    const piece = this.buf.subarray(0, this.len);
+    this.buf = Buffer.allocUnsafeSlow(this.max);
+    this.len = 0;
+    this.h = 0;
+    return piece;
+  }
+}

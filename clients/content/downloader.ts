@@ -1,0 +1,335 @@
+/**
+ * The parallel downloader: given a manifest, it probes the nodes, fetches pieces in
+ * parallel from the best replicas, re-routes to another replica when a node fails,
+ * hedges (asks a second replica) when a fetch is slow, verifies each piece's hash,
+ * decrypts and authenticates it, and hands out the plaintext in order as a Readable —
+ * the first pieces can be consumed (played) while later ones still arrive. At most
+ * `window` pieces are held, so memory does not grow with the content's size.
+ */
+import { createHash } from "node:crypto";
+import { setMaxListeners } from "node:events";
+import { Readable } from "node:stream";
+import { status as Status } from "@grpc/grpc-js";
+import type { Manifest, ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
+import { parseRichError, describeError, type ChannelSettings } from "../grpc/index.js";
+import { decryptPiece, PieceAuthError } from "./crypto.js";
+import { NodeClientPool } from "./node-client.js";
+
+/** Options of a download. */
+export interface DownloadOptions {
+  /** Pieces fetched at the same time. Default 8. */
+  concurrency?: number;
+  /** Pieces held ahead of the reader (fetched or fetching). Default 2 × concurrency. */
+  window?: number;
+  /** Ask a second replica when a fetch takes this many times the expected time. Default 3; 0 disables hedging. */
+  hedgeFactor?: number;
+  /** Never hedge before this many ms. Default 300. */
+  hedgeMinMs?: number;
+  /** Hedge delay before any speed is known, in ms. Default 1500. */
+  hedgeInitialMs?: number;
+  /** Give up on one fetch attempt after this many ms. Default 60 000. */
+  attemptTimeoutMs?: number;
+  /** Rounds over all replicas before a piece fails. Default 3. */
+  maxRounds?: number;
+  /** Probe every node (GetNodeStatus round trip) before fetching. Default true. */
+  probe?: boolean;
+  /** Channel settings for the nodes. */
+  channel?: ChannelSettings;
+  /** A pool to reuse (not closed by the download); default: a private one. */
+  pool?: NodeClientPool;
+  /** Cancels the download. */
+  signal?: AbortSignal;
+  /** Told about each piece delivered and each failover or hedge. */
+  onEvent?: (e: DownloadEvent) => void;
+}
+
+/** Something that happened during a download. */
+export type DownloadEvent =
+  | { type: "piece"; index: number; bytes: number; node: string; ms: number; delivered: number }
+  | { type: "failover"; index: number; node: string; error: string }
+  | { type: "hedge"; index: number; slowNode: string; node: string };
+
+/** A piece could not be fetched intact from any replica. */
+export class PieceUnavailableError extends Error {
+  override name = "PieceUnavailableError";
+}
+
+interface NodeStat {
+  inflight: number;
+  /** Estimated ms per byte (EWMA of completed fetches). */
+  msPerByte: number | undefined;
+  rttMs: number;
+  downUntil: number;
+  failures: number;
+}
+
+/** Download statistics, readable after (or during) the download. */
+export interface DownloadStats {
+  bytes: number;
+  pieces: number;
+  failovers: number;
+  hedges: number;
+  byNode: Record<string, number>;
+}
+
+/** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */
+export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}): Readable & { stats: DownloadStats } {
+  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const window = Math.max(concurrency, opts.window ?? concurrency * 2);
+  const hedgeFactor = opts.hedgeFactor ?? 3;
+  const hedgeMin = opts.hedgeMinMs ?? 300;
+  const hedgeInitial = opts.hedgeInitialMs ?? 1500;
+  const attemptTimeout = opts.attemptTimeoutMs ?? 60_000;
+  const maxRounds = opts.maxRounds ?? 3;
+  const pool = opts.pool ?? new NodeClientPool(opts.channel ?? {});
+  const ownPool = !opts.pool;
+  const pieces = manifest.pieces;
+  const grant = manifest.grant?.token ?? Buffer.alloc(0);
+  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, byNode: {} };
+  const nodes = new Map<string, NodeStat>();
+  const addressOf = new Map<string, string>();
+  for (const p of pieces) {
+    for (const r of p.replicas) {
+      addressOf.set(r.nodeId, r.address);
+      if (!nodes.has(r.nodeId)) nodes.set(r.nodeId, { inflight: 0, msPerByte: undefined, rttMs: 0, downUntil: 0, failures: 0 });
+    }
+  }
+  let globalMsPerByte: number | undefined;
+  const ready = new Map<number, Buffer>();
+  let launched = 0;
+  let emitted = 0;
+  let active = 0;
+  let wantMore = true;
+  let failed = false;
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  const onOuterAbort = (): void => {
+    out.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error("download cancelled"));
+  };
+  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+
+  const out = new Readable({
+    highWaterMark: 1,
+    read() {
+      wantMore = true;
+      flush();
+    },
+    destroy(err, cb) {
+      stop.abort(err ?? new Error("download closed"));
+      opts.signal?.removeEventListener("abort", onOuterAbort);
+      if (ownPool) pool.close();
+      cb(err);
+    },
+  }) as Readable & { stats: DownloadStats };
+  out.stats = stats;
+
+  const finish = (): void => {
+    opts.signal?.removeEventListener("abort", onOuterAbort);
+    if (ownPool) pool.close();
+    out.push(null);
+  };
+
+  const flush = (): void => {
+    if (failed || out.destroyed) return;
+    while (wantMore && ready.has(emitted)) {
+      const buf = ready.get(emitted) as Buffer;
+      ready.delete(emitted);
+      emitted++;
+      wantMore = out.push(buf);
+    }
+    if (emitted === pieces.length) {
+      finish();
+      return;
+    }
+    pump();
+  };
+
+  const pump = (): void => {
+    while (!failed && active < concurrency && launched < pieces.length && launched < emitted + window) {
+      const p = pieces[launched++] as ManifestPiece;
+      active++;
+      fetchPiece(p).then(
+        (plain) => {
+          active--;
+          ready.set(p.index, plain);
+          flush();
+        },
+        (err: unknown) => {
+          active--;
+          if (failed || out.destroyed) return;
+          failed = true;
+          out.destroy(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    }
+  };
+
+  const expectedMs = (nodeId: string, size: number): number | undefined => {
+    const s = nodes.get(nodeId);
+    const mpb = s?.msPerByte ?? globalMsPerByte;
+    return mpb === undefined ? undefined : mpb * size * Math.max(1, (s?.inflight ?? 0) + 1) + (s?.rttMs ?? 0);
+  };
+
+  const pick = (p: ManifestPiece, exclude: Set<string>): string | undefined => {
+    const now = Date.now();
+    let best: string | undefined;
+    let bestScore = Infinity;
+    for (const r of p.replicas) {
+      if (exclude.has(r.nodeId)) continue;
+      const s = nodes.get(r.nodeId) as NodeStat;
+      const down = s.downUntil > now ? 1e9 : 0;
+      const mpb = s.msPerByte ?? globalMsPerByte ?? 0.001;
+      const score = down + (s.inflight + 1) * mpb * p.storedSize + s.rttMs + s.failures * 50;
+      if (score < bestScore) {
+        bestScore = score;
+        best = r.nodeId;
+      }
+    }
+    return best;
+  };
+
+  /** One attempt on one node: fetch, verify, decrypt. */
+  const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer> => {
+    const s = nodes.get(nodeId) as NodeStat;
+    s.inflight++;
+    const t0 = performance.now();
+    try {
+      const stored = await pool.get(addressOf.get(nodeId) as string).get(
+        { grant, pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: p.storedSize },
+        { signal, deadline: Date.now() + attemptTimeout },
+      );
+      if (stored.length !== p.storedSize || createHash("sha256").update(stored).digest("hex") !== p.pieceId) {
+        throw new PieceAuthError(`piece ${p.index} from ${nodeId} does not match its hash (tampered or corrupt)`);
+      }
+      const plain = decryptPiece(stored, p.key, p.nonce);
+      if (plain.length !== p.size) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${plain.length} bytes, expected ${p.size}`);
+      const ms = performance.now() - t0;
+      const mpb = ms / Math.max(1, stored.length) / Math.max(1, s.inflight);
+      s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;
+      globalMsPerByte = globalMsPerByte === undefined ? mpb : globalMsPerByte * 0.8 + mpb * 0.2;
+      s.failures = 0;
+      return plain;
+    } finally {
+      s.inflight--;
+    }
+  };
+
+  const fetchPiece = async (p: ManifestPiece): Promise<Buffer> => {
+    if (p.replicas.length === 0) throw new PieceUnavailableError(`piece ${p.index} has no replica`);
+    let lastErr: unknown;
+    for (let round = 0; round < maxRounds; round++) {
+      const tried = new Set<string>();
+      while (tried.size < p.replicas.length) {
+        if (stop.signal.aborted) throw stop.signal.reason;
+        const first = pick(p, tried);
+        if (!first) break;
+        tried.add(first);
+        try {
+          const { plain, node } = await race(p, first, tried);
+          stats.pieces++;
+          stats.bytes += plain.length;
+          stats.byNode[node] = (stats.byNode[node] ?? 0) + p.storedSize;
+          opts.onEvent?.({ type: "piece", index: p.index, bytes: plain.length, node, ms: 0, delivered: stats.bytes });
+          return plain;
+        } catch (err) {
+          if (stop.signal.aborted) throw stop.signal.reason;
+          lastErr = err;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 200 * (round + 1)));
+    }
+    throw new PieceUnavailableError(`piece ${p.index} (${p.pieceId.slice(0, 12)}) could not be fetched intact from any replica: ${describeError(lastErr)}`);
+  };
+
+  const fail = (nodeId: string, p: ManifestPiece, err: unknown): void => {
+    const s = nodes.get(nodeId) as NodeStat;
+    s.failures++;
+    const code = parseRichError(err).code;
+    if (err instanceof PieceAuthError || code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.DATA_LOSS) {
+      s.downUntil = Date.now() + (err instanceof PieceAuthError ? 0 : 2000);
+    }
+    stats.failovers++;
+    opts.onEvent?.({ type: "failover", index: p.index, node: nodeId, error: err instanceof Error ? err.message : describeError(err) });
+  };
+
+  /** Fetches from `first`, adding a hedge on another replica when it is slow. */
+  const race = (p: ManifestPiece, first: string, tried: Set<string>): Promise<{ plain: Buffer; node: string }> =>
+    new Promise((resolve, reject) => {
+      const controllers: AbortController[] = [];
+      let settled = false;
+      let running = 0;
+      let hedgeTimer: NodeJS.Timeout | undefined;
+      let lastErr: unknown;
+      const onStop = (): void => controllers.forEach((c) => c.abort());
+      stop.signal.addEventListener("abort", onStop, { once: true });
+      const done = (): void => {
+        settled = true;
+        clearTimeout(hedgeTimer);
+        stop.signal.removeEventListener("abort", onStop);
+        controllers.forEach((c) => c.abort());
+      };
+      const start = (nodeId: string): void => {
+        const c = new AbortController();
+        controllers.push(c);
+        running++;
+        attempt(p, nodeId, c.signal).then(
+          (plain) => {
+            running--;
+            if (settled) return;
+            done();
+            resolve({ plain, node: nodeId });
+          },
+          (err: unknown) => {
+            running--;
+            if (settled) return;
+            if (!c.signal.aborted) fail(nodeId, p, err);
+            lastErr = err;
+            // A failed attempt while a hedge still runs: let the hedge finish.
+            if (running === 0) {
+              done();
+              reject(lastErr);
+            }
+          },
+        );
+      };
+      start(first);
+      if (hedgeFactor > 0 && p.replicas.length > 1) {
+        const exp = expectedMs(first, p.storedSize);
+        const delay = exp === undefined ? hedgeInitial : Math.max(hedgeMin, exp * hedgeFactor);
+        hedgeTimer = setTimeout(() => {
+          if (settled) return;
+          const second = pick(p, tried);
+          if (!second) return;
+          tried.add(second);
+          stats.hedges++;
+          opts.onEvent?.({ type: "hedge", index: p.index, slowNode: first, node: second });
+          start(second);
+        }, delay);
+        hedgeTimer.unref();
+      }
+    });
+
+  const begin = async (): Promise<void> => {
+    if (opts.probe ?? true) {
+      await Promise.all(
+        [...nodes.keys()].map(async (id) => {
+          const s = nodes.get(id) as NodeStat;
+          const t0 = performance.now();
+          try {
+            await pool.get(addressOf.get(id) as string).status({ deadline: Date.now() + 2000 });
+            s.rttMs = performance.now() - t0;
+          } catch {
+            s.downUntil = Date.now() + 2000;
+            s.failures++;
+          }
+        }),
+      );
+    }
+    if (pieces.length === 0) finish();
+    else pump();
+  };
+  void begin().catch((err: unknown) => {
+    out.destroy(err instanceof Error ? err : new Error(String(err)));
+  });
+  return out;
+}

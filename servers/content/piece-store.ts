@@ -1,0 +1,158 @@
+/**
+ * A distribution node's piece storage: one file per piece under `<dataDir>/pieces/ab/<id>`
+ * (the id is a validated hex SHA-256, never a caller's path), indexed in the node's
+ * LevelDB. A piece is written to a temporary file, renamed into place, then indexed; it
+ * counts as stored (and is acknowledged) only once the index write resolved, so what was
+ * acknowledged survives kill -9. Files without an index entry (a crash between rename and
+ * index) are removed at open.
+ */
+import { createReadStream } from "node:fs";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { randomBytes, createHash } from "node:crypto";
+import type { Collection, NodeStore } from "../runtime/store.js";
+import { PIECE_ID } from "../../clients/content/crypto.js";
+
+/** Index record of one stored piece. */
+export interface PieceRecord {
+  size: number;
+  storedAt: number;
+}
+
+/** Stored pieces of one node. */
+export class PieceStore {
+  private readonly index: Collection<PieceRecord>;
+  private used = 0;
+  private count = 0;
+  private reserved = 0;
+  private readonly writing = new Map<string, Promise<boolean>>();
+
+  private constructor(
+    private readonly dir: string,
+    store: NodeStore,
+    readonly capacity: number,
+  ) {
+    this.index = store.collection<PieceRecord>("pieces");
+  }
+
+  /** Opens the store, totals the index and removes unindexed files. */
+  static async open(dir: string, store: NodeStore, capacity: number): Promise<PieceStore> {
+    const s = new PieceStore(dir, store, capacity);
+    await mkdir(dir, { recursive: true });
+    for await (const [, rec] of s.index.entries()) {
+      s.used += rec.size;
+      s.count++;
+    }
+    for (const sub of await readdir(dir)) {
+      for (const name of await readdir(join(dir, sub)).catch(() => [] as string[])) {
+        if (name.startsWith(".tmp-") || !(await s.index.has(name))) await rm(join(dir, sub, name), { force: true });
+      }
+    }
+    return s;
+  }
+
+  /** Bytes stored. */
+  get usedBytes(): number {
+    return this.used;
+  }
+
+  /** Pieces stored. */
+  get pieceCount(): number {
+    return this.count;
+  }
+
+  private path(id: string): string {
+    return join(this.dir, id.slice(0, 2), id);
+  }
+
+  /** True when the piece is stored. */
+  has(id: string): Promise<boolean> {
+    return this.index.has(id);
+  }
+
+  /** The index record, or undefined. */
+  get(id: string): Promise<PieceRecord | undefined> {
+    return this.index.get(id);
+  }
+
+  /**
+   * Stores a piece whose hash the caller verified; false when it was already there.
+   * Throws "full" (as a RangeError) when it does not fit.
+   */
+  async put(id: string, data: Uint8Array): Promise<boolean> {
+    if (!PIECE_ID.test(id)) throw new TypeError("bad piece id");
+    const inFlight = this.writing.get(id);
+    if (inFlight) return inFlight.then(() => false);
+    if (await this.index.has(id)) return false;
+    if (this.used + this.reserved + data.length > this.capacity) throw new RangeError("node is full");
+    this.reserved += data.length;
+    const p = (async () => {
+      try {
+        const final = this.path(id);
+        await mkdir(join(this.dir, id.slice(0, 2)), { recursive: true });
+        const tmp = join(this.dir, id.slice(0, 2), `.tmp-${randomBytes(6).toString("hex")}`);
+        await writeFile(tmp, data);
+        await rename(tmp, final);
+        await this.index.put(id, { size: data.length, storedAt: Date.now() });
+        this.used += data.length;
+        this.count++;
+        return true;
+      } finally {
+        this.reserved -= data.length;
+        this.writing.delete(id);
+      }
+    })();
+    this.writing.set(id, p);
+    return p;
+  }
+
+  /** A read stream of the piece's bytes (chunks of `chunkBytes`). */
+  open(id: string, chunkBytes: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
+    return createReadStream(this.path(id), { highWaterMark: chunkBytes }) as unknown as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+  }
+
+  /** True when the stored bytes still hash to the id. */
+  async verify(id: string): Promise<boolean> {
+    try {
+      const h = createHash("sha256");
+      for await (const c of this.open(id, 1024 * 1024)) h.update(c);
+      return h.digest("hex") === id;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The whole piece (for tests and repairs). */
+  read(id: string): Promise<Buffer> {
+    return readFile(this.path(id));
+  }
+
+  /** Deletes a piece; true when it existed. */
+  async delete(id: string): Promise<boolean> {
+    await this.writing.get(id)?.catch(() => undefined);
+    const rec = await this.index.get(id);
+    if (!rec) return false;
+    await this.index.del(id);
+    this.used -= rec.size;
+    this.count--;
+    await rm(this.path(id), { force: true });
+    return true;
+  }
+
+  /** Piece ids after `after`, in order. */
+  async list(after: string, limit: number): Promise<string[]> {
+    const out: string[] = [];
+    for await (const [k] of this.index.entries(after ? { gt: after, limit } : { limit })) out.push(k);
+    return out;
+  }
+
+  /** Size on disk of a piece file (tests). */
+  async fileSize(id: string): Promise<number> {
+    return (await stat(this.path(id))).size;
+  }
+
+  /** Path of a piece file (tests that tamper with it). */
+  filePath(id: string): string {
+    return this.path(id);
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * Role "distribution-node": stores encrypted pieces and serves them (DistributionNodeService).
+ * Verifies every grant by itself with the shared grant keys; never sees content keys.
+ * With `manager` configured, it registers itself with the content manager at start
+ * (retrying in the background until the manager answers).
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { z } from "zod";
+import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { PIECE_ID, sha256Hex } from "../../clients/content/crypto.js";
+import { NodeClientPool } from "../../clients/content/node-client.js";
+import { ContentManagerClient } from "../../clients/content/manager-client.js";
+import { describeError, sleep } from "../../clients/grpc/index.js";
+import type { RoleDefinition } from "../runtime/role.js";
+import { bytes, hostPort } from "../runtime/units.js";
+import { badField, ContentNotFoundError, NodeFullError, NodeUnavailableError, PieceCorruptError } from "./errors.js";
+import { GrantSigner, grantKeysSchema } from "./grant.js";
+import { Pacer } from "./pacer.js";
+import { PieceStore } from "./piece-store.js";
+
+// Paced nodes send small chunks so pacing stays smooth; unpaced ones larger chunks, which
+// halves the per-message cost of a piece stream.
+const PACED_CHUNK_BYTES = 256 * 1024;
+const CHUNK_BYTES = 1024 * 1024;
+
+/** Options of a distribution node (section `distributionNode`). */
+export const distributionNodeConfigSchema = z.strictObject({
+  capacity: bytes().default(10 * 1024 ** 3).describe("bytes of pieces this node may store; default 10GiB"),
+  securityRank: z.number().int().min(0).max(1000).default(1).describe("security rank placement matches against content; default 1"),
+  bandwidthLimit: bytes().default(0).describe("GetPiece bytes per second for the whole node; 0 = unlimited (default)"),
+  maxPieceSize: bytes().default(16 * 1024 * 1024).describe("largest piece accepted; default 16MiB"),
+  grantKeys: grantKeysSchema,
+  manager: hostPort().optional().describe("content manager to register with at start; unset: wait to be added"),
+  registerRetry: z.number().int().min(1).default(60).describe("registration attempts before giving up; default 60"),
+});
+
+/** Resolved distribution node options. */
+export type DistributionNodeConfig = z.output<typeof distributionNodeConfigSchema>;
+
+/** Role "distribution-node". */
+export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
+  role: "distribution-node",
+  summary: "stores encrypted content pieces and serves them to downloaders and peers",
+  configSchema: distributionNodeConfigSchema as z.ZodType<DistributionNodeConfig>,
+  async create(ctx) {
+    const cfg = ctx.config.roleConfig;
+    const nodeId = ctx.config.node.id;
+    const pieces = await PieceStore.open(join(ctx.config.dataDir, "pieces"), ctx.store, cfg.capacity);
+    const grants = new GrantSigner(cfg.grantKeys);
+    const pacer = new Pacer(cfg.bandwidthLimit);
+    const peers = new NodeClientPool(ctx.channel);
+    let served = 0;
+    let streaming = 0;
+
+    const checkId = (id: string, field = "piece_id"): void => {
+      if (!PIECE_ID.test(id)) throw badField(field, "must be 64 lower-case hex characters (SHA-256)", "BAD_PIECE_ID");
+    };
+    const store = async (id: string, data: Buffer): Promise<boolean> => {
+      if (data.length > cfg.maxPieceSize) throw badField("data", `piece of ${data.length} bytes is over the node's ${cfg.maxPieceSize}-byte limit`, "PIECE_TOO_LARGE");
+      if (sha256Hex(data) !== id) throw badField("data", "SHA-256 of data does not match piece_id", "PIECE_HASH_MISMATCH");
+      try {
+        return await pieces.put(id, data);
+      } catch (err) {
+        if (err instanceof RangeError) throw new NodeFullError(`node ${nodeId} has no room for ${data.length} more bytes`);
+        throw err;
+      }
+    };
+
+    const service = ctx.implement(DistributionNodeServiceService, {
+      putPiece: async (req) => {
+        grants.verify(req.grant, ["manage"]);
+        checkId(req.pieceId);
+        const created = await store(req.pieceId, req.data);
+        const rec = await pieces.get(req.pieceId);
+        return { created, storedAt: new Date(rec?.storedAt ?? Date.now()) };
+      },
+      getPiece: async (req, sink, call) => {
+        const { claims, kid } = grants.verify(req.grant, ["read", "manage"]);
+        checkId(req.pieceId);
+        if (claims.scope === "read") grants.checkTag(claims, kid, req.pieceId, req.accessTag);
+        const rec = await pieces.get(req.pieceId);
+        if (!rec) throw new ContentNotFoundError("piece", req.pieceId, "PIECE_NOT_FOUND");
+        const h = createHash("sha256");
+        let first = true;
+        streaming++;
+        try {
+          for await (const chunk of pieces.open(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES)) {
+            h.update(chunk);
+            await pacer.take(chunk.length, call.signal);
+            await sink.send({ data: chunk, totalSize: first ? rec.size : 0 });
+            served += chunk.length;
+            first = false;
+          }
+        } finally {
+          streaming--;
+        }
+        if (h.digest("hex") !== req.pieceId) throw new PieceCorruptError(`stored piece ${req.pieceId} no longer matches its hash`);
+      },
+      hasPieces: async (req) => {
+        grants.verify(req.grant, ["manage"]);
+        if (req.pieceIds.length > 10_000) throw badField("piece_ids", "at most 10000 ids per call", "TOO_MANY_IDS");
+        req.pieceIds.forEach((id, i) => checkId(id, `piece_ids[${i}]`));
+        const held: string[] = [];
+        const corrupt: string[] = [];
+        for (const id of req.pieceIds) {
+          if (!(await pieces.has(id))) continue;
+          if (req.verify && !(await pieces.verify(id))) corrupt.push(id);
+          else held.push(id);
+        }
+        return { held, corrupt };
+      },
+      listPieces: async (req) => {
+        grants.verify(req.grant, ["manage"]);
+        const size = req.pageSize === 0 ? 1000 : Math.min(req.pageSize, 10_000);
+        if (req.pageToken && !PIECE_ID.test(req.pageToken)) throw badField("page_token", "not a token from a previous response", "BAD_PAGE_TOKEN");
+        const ids = await pieces.list(req.pageToken, size);
+        return { pieceIds: ids, nextPageToken: ids.length === size ? (ids[ids.length - 1] as string) : "" };
+      },
+      deletePiece: async (req) => {
+        grants.verify(req.grant, ["manage"]);
+        checkId(req.pieceId);
+        return { existed: await pieces.delete(req.pieceId) };
+      },
+      copyFromPeer: async (req, call) => {
+        grants.verify(req.grant, ["manage"]);
+        checkId(req.pieceId);
+        if (!/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(req.sourceAddress)) {
+          throw badField("source_address", 'must be "host:port"', "BAD_ADDRESS");
+        }
+        if (await pieces.has(req.pieceId)) return { copied: false, bytes: 0n };
+        let data: Buffer;
+        try {
+          data = await peers.get(req.sourceAddress).get({ grant: req.sourceGrant, pieceId: req.pieceId, maxBytes: cfg.maxPieceSize }, { signal: call.signal });
+        } catch (err) {
+          throw new NodeUnavailableError(`copy of ${req.pieceId} from ${req.sourceAddress} failed: ${describeError(err)}`, err);
+        }
+        if (sha256Hex(data) !== req.pieceId) throw new PieceCorruptError(`peer ${req.sourceAddress} sent bytes that do not match ${req.pieceId}`);
+        const copied = await store(req.pieceId, data);
+        return { copied, bytes: BigInt(data.length) };
+      },
+      getNodeStatus: async () => ({
+        nodeId,
+        capacityBytes: BigInt(cfg.capacity),
+        usedBytes: BigInt(pieces.usedBytes),
+        pieceCount: BigInt(pieces.pieceCount),
+        securityRank: cfg.securityRank,
+        bandwidthLimitBytesPerSecond: BigInt(cfg.bandwidthLimit),
+      }),
+    });
+
+    const register = async (advertised: string): Promise<void> => {
+      if (!cfg.manager) return;
+      const manager = new ContentManagerClient(cfg.manager, { credentials: { kind: "grant", token: () => grants.sign({ sub: `node:${nodeId}`, scope: "node", exp: Date.now() + 60_000 }).token }, channel: ctx.channel });
+      try {
+        for (let attempt = 1; attempt <= cfg.registerRetry && !ctx.shutdown.aborted; attempt++) {
+          try {
+            await manager.addNode(advertised, 0);
+            ctx.log.info({ manager: cfg.manager }, "registered with the content manager");
+            return;
+          } catch (err) {
+            ctx.log.warn({ err: describeError(err), attempt }, "registration with the content manager failed; retrying");
+            await sleep(Math.min(5000, 250 * attempt), ctx.shutdown).catch(() => undefined);
+          }
+        }
+      } finally {
+        manager.close();
+      }
+    };
+
+    return {
+      services: [service],
+      load: () => ({
+        figures: { pieces: pieces.pieceCount, used_bytes: pieces.usedBytes, capacity_bytes: cfg.capacity, bytes_served: served, streams: streaming },
+        utilization: cfg.capacity > 0 ? pieces.usedBytes / cfg.capacity : 0,
+      }),
+      start: (advertised) => {
+        void register(advertised);
+      },
+      stop: async () => {
+        peers.close();
+      },
+    };
+  },
+};

@@ -1,0 +1,176 @@
+/**
+ * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S]`: the content system's
+ * throughput, each row with its anchor measured in the same run.
+ *
+ * - limited_download_vs_limits: 4 distribution nodes, each paced to LIMIT, download vs
+ *   the sum of the limits (the most the nodes can deliver).
+ * - limited_download_vs_aria2c: the same download vs aria2c fetching the same file from
+ *   4 HTTP servers each paced to the same LIMIT (multi-source segmented download).
+ * - unlimited_download_vs_disk: download over loopback vs reading the same file from disk
+ *   (O_DIRECT through dd, so the page cache does not answer for the disk).
+ * - upload_vs_disk: upload (split, encrypt, replicate x2 to the nodes) vs writing the same
+ *   bytes to a local file with fsync.
+ *
+ * Every server is its own process (the compiled build); the client runs here.
+ */
+import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { stringify as toYaml } from "yaml";
+import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
+import { ContentClient } from "../../clients/content/index.js";
+import { nodeEntryPoint } from "../cluster/launcher.js";
+import { row, type BenchRow } from "./harness.js";
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const KEYS = [{ id: "bench", secret: randomBytes(24).toString("hex") }];
+const TOKEN = randomBytes(16).toString("hex");
+
+function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
+  const node = cfg["node"] as Record<string, unknown>;
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${String(node["id"])}.yaml`);
+  writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...cfg, node: { listen: "127.0.0.1:0", dataDir: join(dir, String(node["id"])), ...node } }));
+  const child = fork(nodeEntryPoint(), ["node", "--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  return new Promise((resolve, reject) => {
+    child.once("message", (m: { address: string }) => resolve({ child, address: m.address }));
+    child.once("exit", (c) => reject(new Error(`node ${String(node["id"])} exited ${c}`)));
+  });
+}
+
+async function cluster(dir: string, limit: number): Promise<{ client: ContentClient; children: ChildProcess[] }> {
+  const children: ChildProcess[] = [];
+  const nodes: string[] = [];
+  for (let i = 1; i <= 4; i++) {
+    const n = await startNode(dir, { node: { id: `bn-${i}`, role: "distribution-node" }, distributionNode: { grantKeys: KEYS, bandwidthLimit: limit } });
+    children.push(n.child);
+    nodes.push(n.address);
+  }
+  const m = await startNode(dir, {
+    node: { id: "bcm", role: "content-manager" },
+    contentManager: { tokens: [{ principal: "bench", token: TOKEN, permissions: ["admin"] }], grantKeys: KEYS, nodes, mirror: { interval: 0 }, uploadConcurrency: 8 },
+  });
+  children.push(m.child);
+  return { client: new ContentClient(m.address, { token: TOKEN }), children };
+}
+
+function makeFile(path: string, size: number): string {
+  const block = randomBytes(8 * MiB);
+  const fd = openSync(path, "w");
+  const out = createHash("sha256");
+  for (let off = 0; off < size; off += block.length) {
+    const b = block.subarray(0, Math.min(block.length, size - off));
+    writeFileSync(fd, b);
+    out.update(b);
+  }
+  closeSync(fd);
+  return out.digest("hex");
+}
+
+/** Downloads and hashes; returns MiB/s. */
+async function download(client: ContentClient, id: string, want: string, concurrency: number): Promise<number> {
+  const t0 = performance.now();
+  const h = createHash("sha256");
+  let n = 0;
+  for await (const b of await client.download(id, { concurrency })) {
+    h.update(b as Buffer);
+    n += (b as Buffer).length;
+  }
+  const s = (performance.now() - t0) / 1000;
+  if (h.digest("hex") !== want) throw new Error("downloaded bytes differ");
+  return n / MiB / s;
+}
+
+async function aria2(urls: string[], dir: string, size: number): Promise<number> {
+  rmSync(join(dir, "aria-out"), { force: true });
+  const t0 = performance.now();
+  await run("aria2c", [
+    "--quiet=true", "--allow-overwrite=true", "--file-allocation=none", "--auto-file-renaming=false",
+    // The best of the settings tried on this machine: with fewer connections per server, or
+    // the default "feedback" URI selector, aria2c leaves sources idle (8-16 of 32 MiB/s).
+    `--split=${urls.length * 4}`, "--max-connection-per-server=4", "--min-split-size=1M", "--uri-selector=inorder",
+    "-d", dir, "-o", "aria-out", ...urls,
+  ]);
+  const s = (performance.now() - t0) / 1000;
+  if (statSync(join(dir, "aria-out")).size !== size) throw new Error("aria2c output has the wrong size");
+  return size / MiB / s;
+}
+
+async function spawnHttp(file: string, rate: number): Promise<{ child: ChildProcess; url: string }> {
+  const script = join(dirname(fileURLToPath(import.meta.url)), "limited-http-server.js");
+  const child = spawn(process.execPath, [script, file, String(rate)], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<string>((resolve, reject) => {
+    child.stdout?.once("data", (b: Buffer) => resolve(b.toString().trim()));
+    child.once("exit", (c) => reject(new Error(`http server exited ${c}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}/file` };
+}
+
+export default async function content(args: string[]): Promise<BenchRow[]> {
+  const size = Number(args[0] ?? 256) * MiB;
+  const limit = Number(args[1] ?? 8) * MiB;
+  const limitedSize = Math.round((limit * 4 * 8) / MiB) * MiB; // about 8 s at the summed limits
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-content-"));
+  const all: ChildProcess[] = [];
+  const rows: BenchRow[] = [];
+  try {
+    const file = join(dir, "payload.bin");
+    const want = makeFile(file, size);
+    const limitedFile = join(dir, "limited.bin");
+    const wantLimited = makeFile(limitedFile, limitedSize);
+
+    // --- limited nodes vs the sum of limits and vs aria2c
+    const lim = await cluster(join(dir, "limited"), limit);
+    all.push(...lim.children);
+    const lc = await lim.client.uploadFile(limitedFile, { chunking: ChunkingMode.FIXED, pieceSize: MiB });
+    await download(lim.client, lc.contentId, wantLimited, 16); // warm-up (connections, JIT)
+    const ours = await download(lim.client, lc.contentId, wantLimited, 16);
+    const http = [];
+    for (let i = 0; i < 4; i++) http.push(await spawnHttp(limitedFile, limit));
+    all.push(...http.map((h) => h.child));
+    const aria = await aria2(http.map((h) => h.url), dir, limitedSize);
+    const ours2 = await download(lim.client, lc.contentId, wantLimited, 16);
+    const best = Math.max(ours, ours2);
+    rows.push(row("limited_download_vs_limits", "MiB/s", best, (4 * limit) / MiB, `sum of 4 node limits (${limit / MiB} MiB/s each)`, true));
+    rows.push(row("limited_download_vs_aria2c", "MiB/s", best, aria, "aria2c -s16 -x4, 4 HTTP sources at the same limit", true));
+    lim.client.close();
+    lim.children.forEach((c) => c.kill("SIGTERM"));
+
+    // --- unlimited: upload and download vs the local disk
+    const un = await cluster(join(dir, "unlimited"), 0);
+    all.push(...un.children);
+    let t0 = performance.now();
+    const uc = await un.client.uploadFile(file, { chunking: ChunkingMode.CONTENT_DEFINED });
+    const up = size / MiB / ((performance.now() - t0) / 1000);
+    const down = Math.max(await download(un.client, uc.contentId, want, 8), await download(un.client, uc.contentId, want, 8));
+    un.client.close();
+
+    // Disk write: the same bytes, streamed to a file and fsynced.
+    t0 = performance.now();
+    const copy = join(dir, "copy.bin");
+    await new Promise<void>((resolve, reject) => {
+      const ws = createWriteStream(copy);
+      createReadStream(file, { highWaterMark: MiB }).pipe(ws).on("finish", resolve).on("error", reject);
+    });
+    const fd = openSync(copy, "r+");
+    fsyncSync(fd);
+    closeSync(fd);
+    const diskWrite = size / MiB / ((performance.now() - t0) / 1000);
+    // Disk read that the page cache does not answer.
+    t0 = performance.now();
+    await run("dd", [`if=${copy}`, "of=/dev/null", "bs=4M", "iflag=direct"]);
+    const diskRead = size / MiB / ((performance.now() - t0) / 1000);
+    rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file", true));
+    rows.push(row("upload_vs_disk", "MiB/s", up, diskWrite, "write + fsync of the same bytes", true));
+  } finally {
+    for (const c of all) if (c.exitCode === null) c.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 500));
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
