@@ -152,6 +152,20 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
       rec.errorMessage = st.message;
     };
 
+    const applyReport = (rec: JobRecord, report: Report): void => {
+      rec.pagesPrinted = report.pagesPrinted;
+      if (report.outcome === PrintOutcome.DONE) rec.state = JobState.COMPLETED;
+      else if (report.outcome === PrintOutcome.CANCELLED) {
+        rec.state = JobState.CANCELLED;
+        rec.cancelReason = report.reason || "CANCELLED_BY_PRINTER";
+      } else {
+        rec.state = JobState.FAILED;
+        rec.errorCode = "ABORTED";
+        rec.errorReason = report.reason || "PRINT_FAILED";
+        rec.errorMessage = `the printer reported failure: ${report.reason || "unknown"}`;
+      }
+    };
+
     /** Fig. 3: token → download → convert → print request → wait → complete. */
     const drive = async (run: Run, content: Buffer | undefined): Promise<void> => {
       const rec = run.rec;
@@ -213,28 +227,16 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
           signal.addEventListener("abort", () => reject(signal.reason), { once: true });
         });
         const report = await Promise.race([run.reported, timeout, aborted]);
-        rec.pagesPrinted = report.pagesPrinted;
-        if (report.outcome === PrintOutcome.DONE) rec.state = JobState.COMPLETED;
-        else if (report.outcome === PrintOutcome.CANCELLED) {
-          rec.state = JobState.CANCELLED;
-          rec.cancelReason = report.reason || "CANCELLED_BY_PRINTER";
-        } else {
-          rec.state = JobState.FAILED;
-          rec.errorCode = "ABORTED";
-          rec.errorReason = report.reason || "PRINT_FAILED";
-          rec.errorMessage = `the printer reported failure: ${report.reason}`;
-        }
+        applyReport(rec, report);
       } catch (err) {
         if (stopping) {
           // Left unfinished on purpose: the next start fails it and completes its session.
           runs.delete(rec.id);
           return;
         }
-        if (run.report && run.report.outcome === PrintOutcome.CANCELLED) {
-          // The printer cancelled while conversion was still running.
-          rec.state = JobState.CANCELLED;
-          rec.cancelReason = run.report.reason || "CANCELLED_BY_PRINTER";
-          rec.pagesPrinted = run.report.pagesPrinted;
+        if (run.report) {
+          // The printer ended the job while conversion was still running.
+          applyReport(rec, run.report);
         } else if (signal.aborted) {
           rec.state = JobState.CANCELLED;
           rec.cancelReason = rec.cancelReason || "USER_CANCELLED";
@@ -244,14 +246,16 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
         }
         if (run.dispatched && !run.report) printers.get(rec.printerId)?.sink.write({ event: { $case: "cancelJobId", value: rec.id } });
       }
-      // Fig. 11: the results and the session record go once the job ended, however.
-      if (opened) {
-        try {
-          const c = await pool.complete(session, rec.resultId, { deadline: deadline() });
-          rec.stepWorkers.push(`complete=${c.workerId}`);
-        } catch (err) {
+      // Fig. 11: the results and the session record go once the job ended, however. Also
+      // when IssueToken's outcome is unknown (cancelled in flight): SESSION_NOT_FOUND is fine.
+      try {
+        const c = await pool.complete(session, rec.resultId, { deadline: deadline() });
+        rec.stepWorkers.push(`complete=${c.workerId}`);
+      } catch (err) {
+        const st = parseRichError(err);
+        if (opened || st.errorInfo?.reason !== "SESSION_NOT_FOUND") {
           // The store's sweeper removes the session after its TTL.
-          ctx.log.warn({ job: rec.id, err: parseRichError(err).message }, "complete failed; the sweeper will remove the session");
+          ctx.log.warn({ job: rec.id, err: st.message }, "complete failed; the sweeper will remove the session");
         }
       }
       await uploads.del(rec.id).catch(() => undefined);
@@ -357,25 +361,25 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
           latest = r;
           wake?.();
         };
+        const onAbort = (): void => wake?.();
         changes.on(id, on);
+        call.signal.addEventListener("abort", onAbort, { once: true });
         try {
-          let sent = -1;
+          let sent = "";
           for (;;) {
-            const snap = toJob(latest);
-            const stamp = latest.updatedAt * 1000 + latest.pagesConverted;
+            const stamp = `${latest.state}/${latest.pageCount}/${latest.pagesConverted}/${latest.pagesPrinted}/${latest.resultId}/${latest.updatedAt}`;
             if (stamp !== sent) {
               sent = stamp;
-              await sink.send({ job: snap });
+              await sink.send({ job: toJob(latest) });
+              continue;
             }
             if (TERMINAL.has(latest.state) || call.signal.aborted) return;
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-              call.signal.addEventListener("abort", () => resolve(), { once: true });
-            });
+            await new Promise<void>((resolve) => (wake = resolve));
             wake = undefined;
           }
         } finally {
           changes.removeListener(id, on);
+          call.signal.removeEventListener("abort", onAbort);
         }
       },
       cancelJob: async (req) => {

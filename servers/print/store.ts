@@ -291,7 +291,8 @@ export class PrintStore {
   deleteSession(key: string): Promise<number> {
     return this.locked(key, async () => {
       const s = await this.mustSession(key);
-      return this.deleteAll(key, s);
+      // Hold the result's lock too, so a late PutPage cannot write the result back.
+      return s.resultId ? this.locked(`r:${s.resultId}`, () => this.deleteAll(key, s)) : this.deleteAll(key, s);
     });
   }
 
@@ -323,7 +324,7 @@ export class PrintStore {
       await this.locked(k, async () => {
         const s = await this.sessions.get(k);
         if (s && s.updatedAt < cutoff) {
-          await this.deleteAll(k, s);
+          await (s.resultId ? this.locked(`r:${s.resultId}`, () => this.deleteAll(k, s)) : this.deleteAll(k, s));
           n++;
         }
       });
