@@ -3,8 +3,12 @@
 # (or sudo). Packages:
 #   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 #       the independent Python client of test/polyglot
+#   poppler-utils      pdftoppm, the reference renderer of the print fidelity tests and bench
+#   fonts-urw-base35   metric-compatible base-14 fonts (Nimbus Sans for Helvetica, ...) so
+#                      pdftoppm renders non-embedded standard fonts as pdf.js does
+#   cups-ipp-utils     ippeveprinter / ipptool, a real IPP Everywhere peer for the printer
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc poppler-utils fonts-urw-base35 cups-ipp-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
