@@ -3,6 +3,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../../servers/runtime/paths.js";
 import { registerNode } from "./commands/node.js";
+import { registerPrint } from "./commands/print.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
 
@@ -12,5 +13,6 @@ const program = new Command("switchyard")
 registerUp(program);
 registerNode(program);
 registerStatus(program);
+registerPrint(program);
 
 await program.parseAsync(process.argv);
