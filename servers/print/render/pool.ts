@@ -86,10 +86,17 @@ export class RenderPool {
 
   private spawnChild(): Child {
     const { script, execArgv } = childScript();
-    const node = [process.execPath, ...execArgv, script];
+    // A small V8 heap (pdf.js objects are short-lived) and few malloc arenas (Skia and
+    // libvips allocate from many threads; glibc's default of 8 arenas per core keeps freed
+    // canvas memory mapped) keep a render process's RSS down.
+    const node = [process.execPath, "--max-old-space-size=384", ...execArgv, script];
     const useLimit = PRLIMIT && this.opts.memoryLimitBytes > 0;
     const [cmd, ...args] = useLimit ? [PRLIMIT, `--data=${this.opts.memoryLimitBytes}`, "--", ...node] : node;
-    const proc = spawn(cmd as string, args, { stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "advanced" });
+    const proc = spawn(cmd as string, args, {
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+      serialization: "advanced",
+      env: { ...process.env, MALLOC_ARENA_MAX: "2" },
+    });
     this.childrenStarted++;
     let stderr = "";
     proc.stderr?.on("data", (b: Buffer) => {
@@ -202,7 +209,14 @@ export class RenderPool {
         if ("kind" in opened) return opened;
       }
       c.pages++;
-      const r = await this.call(c, { op: "render", key, page, ...o }, this.opts.pageTimeoutMs);
+      let r = await this.call(c, { op: "render", key, page, ...o }, this.opts.pageTimeoutMs);
+      if (!("kind" in r) && !r.ok && r.failure.kind === "NOT_OPEN") {
+        // The child evicted the document to open others (it keeps a few): open it again.
+        c.open.delete(key);
+        const opened = await this.ensureOpen(c, key, data, password);
+        if ("kind" in opened) return opened;
+        r = await this.call(c, { op: "render", key, page, ...o }, this.opts.pageTimeoutMs);
+      }
       if ("kind" in r) return r;
       if (!r.ok) return r.failure;
       this.pagesRendered++;
