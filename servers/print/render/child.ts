@@ -6,7 +6,7 @@
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { createCanvas } from "@napi-rs/canvas";
+import { createCanvas, type Canvas } from "@napi-rs/canvas";
 import sharp from "sharp";
 import type { ChildRequest, ChildResponse, RenderFailure } from "./protocol.js";
 
@@ -24,6 +24,7 @@ sharp.concurrency(1);
 sharp.cache(false);
 
 let pdfjs: PdfJs | undefined;
+let spare: Canvas | undefined;
 const docs = new Map<string, Doc>();
 
 async function lib(): Promise<PdfJs> {
@@ -95,8 +96,12 @@ async function render(
   // Check before allocating: a canvas above 2^31 bytes silently yields no pixels.
   if (width * height > maxPixels || width > 65_000 || height > 65_000) return { kind: "PAGE_TOO_LARGE", pixels: width * height };
   const t0 = performance.now();
-  const canvas = createCanvas(width, height);
+  // Pages of a document mostly share a size: reuse the canvas rather than allocating (and
+  // fragmenting) tens of MB per page.
+  if (!spare || spare.width !== width || spare.height !== height) spare = createCanvas(width, height);
+  const canvas: Canvas = spare;
   const ctx = canvas.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#ffffff";
   ctx.fillRect(0, 0, width, height);
   try {

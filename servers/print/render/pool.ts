@@ -89,13 +89,13 @@ export class RenderPool {
     // A small V8 heap (pdf.js objects are short-lived) and few malloc arenas (Skia and
     // libvips allocate from many threads; glibc's default of 8 arenas per core keeps freed
     // canvas memory mapped) keep a render process's RSS down.
-    const node = [process.execPath, "--max-old-space-size=384", ...execArgv, script];
+    const node = [process.execPath, "--max-old-space-size=256", "--max-semi-space-size=8", ...execArgv, script];
     const useLimit = PRLIMIT && this.opts.memoryLimitBytes > 0;
     const [cmd, ...args] = useLimit ? [PRLIMIT, `--data=${this.opts.memoryLimitBytes}`, "--", ...node] : node;
     const proc = spawn(cmd as string, args, {
       stdio: ["ignore", "ignore", "pipe", "ipc"],
       serialization: "advanced",
-      env: { ...process.env, MALLOC_ARENA_MAX: "2" },
+      env: { ...process.env, MALLOC_ARENA_MAX: "1" },
     });
     this.childrenStarted++;
     let stderr = "";
