@@ -52,6 +52,22 @@ const entries: Record<string, RoleEntry> = {
     summary: "content: stores encrypted pieces and serves them to holders of a grant",
     load: async () => (await import("./content/role-distribution-node.js")).distributionNodeRole as RoleDefinition<never>,
   },
+  "print-jobs": {
+    summary: "print: takes print jobs and drives each one through the workers' steps",
+    load: async () => (await import("./print/role-print-jobs.js")).printJobsRole as RoleDefinition<never>,
+  },
+  "print-worker": {
+    summary: "print: stateless worker (issue token, download, convert PDF to JPEG pages, complete)",
+    load: async () => (await import("./print/role-print-worker.js")).printWorkerRole as RoleDefinition<never>,
+  },
+  "print-store": {
+    summary: "print: the session store the workers share (sessions, tokens, documents, pages)",
+    load: async () => (await import("./print/role-print-store.js")).printStoreRole as RoleDefinition<never>,
+  },
+  printer: {
+    summary: "print: a printer that pulls pages with its token and writes PWG raster",
+    load: async () => (await import("./print/role-printer.js")).printerRole as RoleDefinition<never>,
+  },
 };
 
 /** Names and one-line summaries of every role. */

@@ -36,7 +36,7 @@ function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: 
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${String(node["id"])}.yaml`);
   writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...cfg, node: { listen: "127.0.0.1:0", dataDir: join(dir, String(node["id"])), ...node } }));
-  const child = fork(nodeEntryPoint(), ["node", "--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return new Promise((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve({ child, address: m.address }));
     child.once("exit", (c) => reject(new Error(`node ${String(node["id"])} exited ${c}`)));

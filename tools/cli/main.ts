@@ -8,6 +8,7 @@ import { registerNode } from "./commands/node.js";
 import { registerPasson } from "./commands/passon.js";
 import { registerRelay } from "./commands/relay.js";
 import { registerReception } from "./commands/reception.js";
+import { registerPrint } from "./commands/print.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
 
@@ -28,5 +29,6 @@ registerPasson(program);
 registerRelay(program);
 registerReception(program);
 registerContent(program);
+registerPrint(program);
 
 await program.parseAsync(process.argv);

@@ -3,10 +3,12 @@
 # (or sudo). Packages:
 #   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 #       the independent Python client of test/polyglot
-#   aria2
-#       aria2c, the multi-source download anchor of `npm run bench -- content`
+#   aria2              aria2c, the multi-source download anchor of `npm run bench -- content`
+#   poppler-utils      pdftoppm, the reference renderer of the print fidelity tests and bench
+#   fonts-urw-base35   metric-compatible base-14 fonts (Nimbus Sans for Helvetica, ...) so
+#                      pdftoppm renders non-embedded standard fonts as pdf.js does
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

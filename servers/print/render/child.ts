@@ -1,0 +1,159 @@
+/**
+ * A render child process: opens PDFs with pdf.js and renders pages to JPEG with
+ * @napi-rs/canvas + sharp. It runs under an OS memory limit (RLIMIT_DATA, set by the
+ * pool through prlimit) and is killed by the pool on a per-page timeout, so a hostile
+ * page can only take this process down, never the worker.
+ */
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { createCanvas, type Canvas } from "@napi-rs/canvas";
+import sharp from "sharp";
+import type { ChildRequest, ChildResponse, RenderFailure } from "./protocol.js";
+
+type PdfJs = typeof import("pdfjs-dist/legacy/build/pdf.mjs");
+type Doc = Awaited<ReturnType<PdfJs["getDocument"]>["promise"]>;
+
+const require = createRequire(import.meta.url);
+const base = dirname(require.resolve("pdfjs-dist/package.json"));
+const CMAPS = join(base, "cmaps") + "/";
+const FONTS = join(base, "standard_fonts") + "/";
+const WASM = join(base, "wasm") + "/";
+const MAX_OPEN = 2;
+
+sharp.concurrency(1);
+sharp.cache(false);
+
+let pdfjs: PdfJs | undefined;
+let spare: Canvas | undefined;
+const docs = new Map<string, Doc>();
+
+async function lib(): Promise<PdfJs> {
+  pdfjs ??= await import("pdfjs-dist/legacy/build/pdf.mjs");
+  return pdfjs;
+}
+
+function reply(msg: ChildResponse): void {
+  process.send?.(msg);
+}
+
+async function open(key: string, data: Uint8Array, password: string): Promise<{ numPages: number } | RenderFailure> {
+  const p = await lib();
+  const old = docs.get(key);
+  if (old) return { numPages: old.numPages };
+  while (docs.size >= MAX_OPEN) {
+    const [k, d] = docs.entries().next().value as [string, Doc];
+    docs.delete(k);
+    await d.destroy().catch(() => undefined);
+  }
+  const task = p.getDocument({
+    data: new Uint8Array(data),
+    password,
+    isEvalSupported: false,
+    cMapUrl: CMAPS,
+    cMapPacked: true,
+    standardFontDataUrl: FONTS,
+    wasmUrl: WASM,
+    verbosity: 0,
+    stopAtErrors: false,
+    maxImageSize: 100_000_000,
+  } as Parameters<PdfJs["getDocument"]>[0]);
+  let doc: Doc;
+  try {
+    doc = await task.promise;
+  } catch (err) {
+    const e = err as { name?: string; code?: number; message?: string };
+    if (e.name === "PasswordException") return e.code === 2 ? { kind: "PASSWORD_INCORRECT" } : { kind: "PASSWORD_REQUIRED" };
+    return { kind: "CORRUPT", message: String(e.message ?? err).slice(0, 200) };
+  }
+  const perms = await doc.getPermissions().catch(() => null);
+  if (perms && !password && !perms.includes(p.PermissionFlag.PRINT)) {
+    await doc.destroy();
+    return { kind: "PRINTING_NOT_ALLOWED" };
+  }
+  docs.set(key, doc);
+  return { numPages: doc.numPages };
+}
+
+async function render(
+  key: string,
+  pageNo: number,
+  dpi: number,
+  mono: boolean,
+  quality: number,
+  maxPixels: number,
+): Promise<{ jpeg: Uint8Array; width: number; height: number; renderMs: number; encodeMs: number } | RenderFailure> {
+  const doc = docs.get(key);
+  if (!doc) return { kind: "NOT_OPEN" };
+  let page;
+  try {
+    page = await doc.getPage(pageNo);
+  } catch (err) {
+    return { kind: "CORRUPT", message: `page ${pageNo}: ${String((err as Error).message ?? err).slice(0, 200)}` };
+  }
+  const viewport = page.getViewport({ scale: dpi / 72 });
+  const width = Math.ceil(viewport.width);
+  const height = Math.ceil(viewport.height);
+  // Check before allocating: a canvas above 2^31 bytes silently yields no pixels.
+  if (width * height > maxPixels || width > 65_000 || height > 65_000) return { kind: "PAGE_TOO_LARGE", pixels: width * height };
+  const t0 = performance.now();
+  // Pages of a document mostly share a size: reuse the canvas rather than allocating (and
+  // fragmenting) tens of MB per page.
+  if (!spare || spare.width !== width || spare.height !== height) spare = createCanvas(width, height);
+  const canvas: Canvas = spare;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, width, height);
+  try {
+    await page.render({ canvasContext: ctx as never, canvas: canvas as never, viewport, intent: "print" }).promise;
+  } catch (err) {
+    return { kind: "CORRUPT", message: `page ${pageNo}: ${String((err as Error).message ?? err).slice(0, 200)}` };
+  } finally {
+    page.cleanup();
+  }
+  const t1 = performance.now();
+  // The canvas is opaque (white background), so alpha is dropped here; doing it (and the
+  // grey conversion) in one pass is cheaper than a libvips pipeline step. Huffman
+  // optimisation is off: it doubled the encode time for a few per cent of size.
+  const raw = canvas.data();
+  const channels = mono ? 1 : 3;
+  const px = Buffer.allocUnsafe(width * height * channels);
+  if (mono) {
+    for (let i = 0, j = 0; j < px.length; i += 4, j++) px[j] = ((raw[i] as number) * 77 + (raw[i + 1] as number) * 150 + (raw[i + 2] as number) * 29) >> 8;
+  } else {
+    for (let i = 0, j = 0; j < px.length; i += 4, j += 3) {
+      px[j] = raw[i] as number;
+      px[j + 1] = raw[i + 1] as number;
+      px[j + 2] = raw[i + 2] as number;
+    }
+  }
+  const jpeg = await sharp(px, { raw: { width, height, channels } })
+    .jpeg({ quality, optimiseCoding: false, chromaSubsampling: quality >= 90 ? "4:4:4" : "4:2:0" })
+    .toBuffer();
+  return { jpeg, width, height, renderMs: t1 - t0, encodeMs: performance.now() - t1 };
+}
+
+async function handle(req: ChildRequest): Promise<ChildResponse> {
+  try {
+    if (req.op === "open") {
+      const r = await open(req.key, req.data, req.password);
+      return "kind" in r ? { id: req.id, ok: false, failure: r } : { id: req.id, ok: true, numPages: r.numPages };
+    }
+    if (req.op === "render") {
+      const r = await render(req.key, req.page, req.dpi, req.mono, req.quality, req.maxPixels);
+      return "kind" in r ? { id: req.id, ok: false, failure: r } : { id: req.id, ok: true, ...r };
+    }
+    const d = docs.get(req.key);
+    docs.delete(req.key);
+    await d?.destroy().catch(() => undefined);
+    return { id: req.id, ok: true };
+  } catch (err) {
+    return { id: req.id, ok: false, failure: { kind: "ERROR", message: String((err as Error).message ?? err).slice(0, 200) } };
+  }
+}
+
+// One request at a time: the pool never sends a second before the first is answered.
+process.on("message", (req: ChildRequest) => {
+  void handle(req).then(reply);
+});
+process.on("disconnect", () => process.exit(0));

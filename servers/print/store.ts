@@ -1,0 +1,401 @@
+/**
+ * The print store's state on the node's LevelDB: session records, tokens with their
+ * creation time, downloaded documents (chunked), conversion results (metafile + pages).
+ * Every multi-record change is one atomic batch, acknowledged only after it is written.
+ */
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { Collection, NodeStore } from "../runtime/store.js";
+import { ColorMode, type SessionId } from "../../gen/switchyard/print/v1/print_job.js";
+import type { Metafile, MetafilePage, Session } from "../../gen/switchyard/print/v1/print_store.js";
+import { FailedPreconditionError } from "../runtime/errors.js";
+import {
+  badField,
+  DocumentNotDownloadedError,
+  DownloadErrors,
+  PRINT_DOMAIN,
+  ResultNotFoundError,
+  SessionExistsError,
+  SessionNotFoundError,
+  TokenExpiredError,
+  TokenInvalidError,
+} from "./errors.js";
+import { AlreadyExistsError, NotFoundError } from "../runtime/errors.js";
+
+interface SessionRecord {
+  jobId: string;
+  printerId: string;
+  createdAt: number;
+  updatedAt: number;
+  tokenCreatedAt: number;
+  document?: { documentId: string; sizeBytes: number; sha256: string; chunkCount: number };
+  resultId?: string;
+}
+
+interface TokenRecord {
+  token: string;
+  createdAt: number;
+}
+
+/** A metafile entry as stored (JSON: sizes as numbers). */
+type StoredPage = Omit<MetafilePage, "sizeBytes"> & { sizeBytes: number };
+
+const toPage = (p: StoredPage): MetafilePage => ({ ...p, sizeBytes: BigInt(p.sizeBytes) });
+
+interface ResultRecord {
+  sessionKey: string;
+  token: string;
+  tokenCreatedAt: number;
+  pageCount: number;
+  colorMode: ColorMode;
+  pages: StoredPage[];
+  complete: boolean;
+  failed: boolean;
+  createdAt: number;
+}
+
+/** Options of the print store. */
+export interface PrintStoreOptions {
+  /** How long a token is accepted after its creation, in ms. */
+  tokenTtlMs: number;
+  /** Largest document accepted, in bytes. */
+  maxDocumentBytes: number;
+  /** Sessions untouched this long are removed by the sweeper, in ms. */
+  sessionTtlMs: number;
+  /** Clock. */
+  now: () => number;
+}
+
+const RESULT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const pad = (n: number): string => n.toString().padStart(8, "0");
+
+/** The print store. `address` is filled in once the node knows its advertised address. */
+export class PrintStore {
+  readonly sessions: Collection<SessionRecord>;
+  readonly tokens: Collection<TokenRecord>;
+  readonly chunks: Collection<Buffer>;
+  readonly results: Collection<ResultRecord>;
+  readonly pages: Collection<Buffer>;
+  /** "host:port" used in metafile and page URLs. */
+  address = "";
+  private readonly events = new EventEmitter();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly store: NodeStore,
+    private readonly opts: PrintStoreOptions,
+  ) {
+    this.sessions = store.collection<SessionRecord>("print_sessions");
+    this.tokens = store.collection<TokenRecord>("print_tokens");
+    this.chunks = store.collection<Buffer>("print_doc_chunks", { encoding: "buffer" });
+    this.results = store.collection<ResultRecord>("print_results");
+    this.pages = store.collection<Buffer>("print_pages", { encoding: "buffer" });
+    this.events.setMaxListeners(1000);
+  }
+
+  /** Runs `fn` with no other locked change to `key` in between. */
+  private async locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.catch(() => undefined).then(fn);
+    this.locks.set(key, run);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(key) === run) this.locks.delete(key);
+    }
+  }
+
+  metafileUrl(resultId: string): string {
+    return `printstore://${this.address}/results/${resultId}/metafile`;
+  }
+
+  pageUrl(resultId: string, page: number): string {
+    return `printstore://${this.address}/results/${resultId}/pages/${page}`;
+  }
+
+  private toSession(r: SessionRecord): Session {
+    return {
+      session: { jobId: r.jobId, printerId: r.printerId },
+      createTime: new Date(r.createdAt),
+      updateTime: new Date(r.updatedAt),
+      tokenCreateTime: new Date(r.tokenCreatedAt),
+      ...(r.document ? { document: { ...r.document, sizeBytes: BigInt(r.document.sizeBytes) } } : {}),
+      resultId: r.resultId ?? "",
+    };
+  }
+
+  private async mustSession(key: string): Promise<SessionRecord> {
+    const s = await this.sessions.get(key);
+    if (!s) throw new SessionNotFoundError(key);
+    return s;
+  }
+
+  /** CreateSession: the record and its token, atomically; refuses a live duplicate. */
+  createSession(key: string, id: SessionId, token: string, tokenCreatedAt: number): Promise<{ session: Session; tokenExpiresAt: number }> {
+    if (!token) throw badField("token", "required");
+    return this.locked(key, async () => {
+      if (await this.sessions.has(key)) throw new SessionExistsError(key);
+      const now = this.opts.now();
+      const rec: SessionRecord = { jobId: id.jobId, printerId: id.printerId, createdAt: now, updatedAt: now, tokenCreatedAt };
+      await this.store.batch().put(this.sessions, key, rec).put(this.tokens, key, { token, createdAt: tokenCreatedAt }).write();
+      return { session: this.toSession(rec), tokenExpiresAt: tokenCreatedAt + this.opts.tokenTtlMs };
+    });
+  }
+
+  /** GetSession. */
+  async getSession(key: string): Promise<Session> {
+    return this.toSession(await this.mustSession(key));
+  }
+
+  /** Sessions in key order, after `after`. */
+  async listSessions(after: string, limit: number): Promise<{ sessions: Session[]; next: string }> {
+    const out: Session[] = [];
+    let last = "";
+    for await (const [k, v] of this.sessions.entries({ ...(after ? { gt: after } : {}), limit: limit + 1 })) {
+      if (out.length === limit) return { sessions: out, next: last };
+      out.push(this.toSession(v));
+      last = k;
+    }
+    return { sessions: out, next: "" };
+  }
+
+  /** PutDocument: writes chunks as they arrive, then records the document in the session. */
+  async putDocument(key: string, chunks: AsyncIterable<Buffer>): Promise<Session> {
+    await this.mustSession(key);
+    const documentId = randomUUID();
+    const hash = createHash("sha256");
+    let size = 0;
+    let n = 0;
+    try {
+      for await (const c of chunks) {
+        if (c.length === 0) continue;
+        size += c.length;
+        if (size > this.opts.maxDocumentBytes) throw DownloadErrors.tooLarge(this.opts.maxDocumentBytes);
+        hash.update(c);
+        await this.chunks.put(`${documentId}/${pad(n++)}`, c);
+      }
+      if (size === 0) throw badField("chunk", "the document is empty", "DOCUMENT_EMPTY");
+      return await this.locked(key, async () => {
+        const s = await this.mustSession(key);
+        const batch = this.store.batch();
+        if (s.document) await this.deleteChunks(s.document.documentId, batch);
+        s.document = { documentId, sizeBytes: size, sha256: hash.digest("hex"), chunkCount: n };
+        s.updatedAt = this.opts.now();
+        await batch.put(this.sessions, key, s).write();
+        return this.toSession(s);
+      });
+    } catch (err) {
+      const batch = this.store.batch();
+      await this.deleteChunks(documentId, batch);
+      await batch.write();
+      throw err;
+    }
+  }
+
+  private async deleteChunks(documentId: string, batch: ReturnType<NodeStore["batch"]>): Promise<number> {
+    let n = 0;
+    for await (const [k] of this.chunks.prefixed(`${documentId}/`)) {
+      batch.del(this.chunks, k);
+      n++;
+    }
+    return n;
+  }
+
+  /** GetDocument: the session's document chunks in order. */
+  async *getDocument(key: string): AsyncGenerator<Buffer> {
+    const s = await this.mustSession(key);
+    if (!s.document) throw new DocumentNotDownloadedError(key);
+    for await (const [, v] of this.chunks.prefixed(`${s.document.documentId}/`)) yield v;
+  }
+
+  /** DeleteDocument. */
+  deleteDocument(key: string): Promise<boolean> {
+    return this.locked(key, async () => {
+      const s = await this.mustSession(key);
+      if (!s.document) return false;
+      const batch = this.store.batch();
+      await this.deleteChunks(s.document.documentId, batch);
+      delete s.document;
+      s.updatedAt = this.opts.now();
+      await batch.put(this.sessions, key, s).write();
+      return true;
+    });
+  }
+
+  /** CreateResult: binds the session's token to a new result record. */
+  createResult(key: string, resultId: string, pageCount: number, colorMode: ColorMode): Promise<string> {
+    if (!RESULT_ID.test(resultId)) throw badField("result_id", "letters, digits, '-' or '_', at most 64");
+    if (pageCount < 1) throw badField("page_count", "must be at least 1");
+    return this.locked(key, async () => {
+      const s = await this.mustSession(key);
+      if (s.resultId) throw new AlreadyExistsError(`session ${key} has result ${s.resultId} already`, { domain: PRINT_DOMAIN, reason: "RESULT_EXISTS" });
+      const tok = await this.tokens.get(key);
+      if (!tok) throw new SessionNotFoundError(key);
+      const now = this.opts.now();
+      s.resultId = resultId;
+      s.updatedAt = now;
+      const r: ResultRecord = {
+        sessionKey: key,
+        token: tok.token,
+        tokenCreatedAt: tok.createdAt,
+        pageCount,
+        colorMode: colorMode || ColorMode.COLOR,
+        pages: [],
+        complete: false,
+        failed: false,
+        createdAt: now,
+      };
+      await this.store.batch().put(this.sessions, key, s).put(this.results, resultId, r).write();
+      return this.metafileUrl(resultId);
+    });
+  }
+
+  /** PutPage: the page and its metafile entry, atomically, in order. */
+  putPage(resultId: string, page: number, jpeg: Buffer, width: number, height: number, dpi: number): Promise<MetafilePage> {
+    if (jpeg.length === 0) throw badField("jpeg", "required");
+    return this.locked(`r:${resultId}`, async () => {
+      const r = await this.results.get(resultId);
+      if (!r) throw new ResultNotFoundError(resultId);
+      if (page < 1 || page > r.pageCount) throw badField("page_number", `must be between 1 and ${r.pageCount}`);
+      const last = r.pages.length;
+      const prev = r.pages[last - 1];
+      if (page === last && prev) return toPage(prev);
+      if (page !== last + 1) {
+        throw new FailedPreconditionError(`page ${page} is out of order; the next page is ${last + 1}`, { domain: PRINT_DOMAIN, reason: "PAGE_OUT_OF_ORDER" });
+      }
+      const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: jpeg.length, dpi };
+      r.pages.push(entry);
+      await this.store.batch().put(this.pages, `${resultId}/${pad(page)}`, jpeg).put(this.results, resultId, r).write();
+      this.events.emit(resultId);
+      return toPage(entry);
+    });
+  }
+
+  /** FinishResult. */
+  finishResult(resultId: string, failed: boolean): Promise<Metafile> {
+    return this.locked(`r:${resultId}`, async () => {
+      const r = await this.results.get(resultId);
+      if (!r) throw new ResultNotFoundError(resultId);
+      if (!failed && r.pages.length < r.pageCount) {
+        throw new FailedPreconditionError(`only ${r.pages.length} of ${r.pageCount} pages are stored`, { domain: PRINT_DOMAIN, reason: "PAGES_MISSING" });
+      }
+      r.complete = !failed;
+      r.failed = failed;
+      await this.results.put(resultId, r);
+      this.events.emit(resultId);
+      return this.toMetafile(resultId, r);
+    });
+  }
+
+  /** DeleteSession: the session and everything it owns. Returns records deleted. */
+  deleteSession(key: string): Promise<number> {
+    return this.locked(key, async () => {
+      const s = await this.mustSession(key);
+      // Hold the result's lock too, so a late PutPage cannot write the result back.
+      return s.resultId ? this.locked(`r:${s.resultId}`, () => this.deleteAll(key, s)) : this.deleteAll(key, s);
+    });
+  }
+
+  private async deleteAll(key: string, s: SessionRecord): Promise<number> {
+    const batch = this.store.batch().del(this.sessions, key).del(this.tokens, key);
+    let n = 2;
+    if (s.document) n += await this.deleteChunks(s.document.documentId, batch);
+    if (s.resultId) {
+      const resultId = s.resultId;
+      batch.del(this.results, resultId);
+      n++;
+      for await (const [k] of this.pages.prefixed(`${resultId}/`)) {
+        batch.del(this.pages, k);
+        n++;
+      }
+    }
+    await batch.write();
+    if (s.resultId) this.events.emit(s.resultId);
+    return n;
+  }
+
+  /** Removes sessions not updated for sessionTtlMs; returns how many. */
+  async sweep(): Promise<number> {
+    const cutoff = this.opts.now() - this.opts.sessionTtlMs;
+    const stale: string[] = [];
+    for await (const [k, v] of this.sessions.entries()) if (v.updatedAt < cutoff) stale.push(k);
+    let n = 0;
+    for (const k of stale) {
+      await this.locked(k, async () => {
+        const s = await this.sessions.get(k);
+        if (s && s.updatedAt < cutoff) {
+          await (s.resultId ? this.locked(`r:${s.resultId}`, () => this.deleteAll(k, s)) : this.deleteAll(k, s));
+          n++;
+        }
+      });
+    }
+    return n;
+  }
+
+  private toMetafile(resultId: string, r: ResultRecord): Metafile {
+    return { resultId, pageCount: r.pageCount, pages: r.pages.map(toPage), complete: r.complete, failed: r.failed, colorMode: r.colorMode };
+  }
+
+  /** The result after checking the printer's token (the seed's Fig. 10). */
+  private async authorised(resultId: string, token: string): Promise<ResultRecord> {
+    if (!resultId) throw badField("result_id", "required");
+    if (!token) throw badField("token", "required");
+    const r = await this.results.get(resultId);
+    if (!r) throw new ResultNotFoundError(resultId);
+    const a = Buffer.from(token);
+    const b = Buffer.from(r.token);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new TokenInvalidError();
+    const expiresAt = r.tokenCreatedAt + this.opts.tokenTtlMs;
+    if (this.opts.now() >= expiresAt) throw new TokenExpiredError(new Date(expiresAt));
+    return r;
+  }
+
+  /** GetMetafile for a printer. */
+  async getMetafile(resultId: string, token: string): Promise<Metafile> {
+    return this.toMetafile(resultId, await this.authorised(resultId, token));
+  }
+
+  /** WatchMetafile: snapshots until complete/failed; NOT_FOUND if deleted meanwhile. */
+  async *watchMetafile(resultId: string, token: string, signal: AbortSignal): AsyncGenerator<Metafile> {
+    let r = await this.authorised(resultId, token);
+    for (;;) {
+      const changed = new Promise<void>((resolve) => {
+        const on = (): void => {
+          signal.removeEventListener("abort", on);
+          this.events.removeListener(resultId, on);
+          resolve();
+        };
+        this.events.once(resultId, on);
+        signal.addEventListener("abort", on, { once: true });
+      });
+      yield this.toMetafile(resultId, r);
+      if (r.complete || r.failed) return;
+      await changed;
+      if (signal.aborted) return;
+      const next = await this.results.get(resultId);
+      if (!next) throw new ResultNotFoundError(resultId);
+      r = next;
+    }
+  }
+
+  /** GetPage for a printer. */
+  async getPage(resultId: string, token: string, page: number): Promise<{ page: MetafilePage; jpeg: Buffer }> {
+    const r = await this.authorised(resultId, token);
+    const entry = r.pages[page - 1];
+    const jpeg = entry ? await this.pages.get(`${resultId}/${pad(page)}`) : undefined;
+    if (!entry || !jpeg) throw new NotFoundError(`page ${page} of ${resultId} is not converted (yet)`, { domain: PRINT_DOMAIN, reason: "PAGE_NOT_FOUND" });
+    return { page: toPage(entry), jpeg };
+  }
+
+  /** Record counts per collection (tests and operators check cleanup with it). */
+  async counts(): Promise<Record<string, number>> {
+    return {
+      sessions: await this.sessions.count(),
+      tokens: await this.tokens.count(),
+      documentChunks: await this.chunks.count(),
+      results: await this.results.count(),
+      pages: await this.pages.count(),
+    };
+  }
+}
+

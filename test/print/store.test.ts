@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { NodeStore } from "../../servers/runtime/store.js";
+import { PrintStore } from "../../servers/print/store.js";
+import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
+import { onCleanup, tempDir, testLogger } from "../helpers/nodes.js";
+
+async function openStore(now: () => number, sessionTtlMs = 60_000): Promise<PrintStore> {
+  const db = await NodeStore.open(tempDir(), { log: testLogger(), sweepIntervalMs: 0 });
+  onCleanup(() => db.close());
+  return new PrintStore(db, { tokenTtlMs: 10_000, maxDocumentBytes: 1 << 20, sessionTtlMs, now });
+}
+
+async function* chunks(...b: Buffer[]): AsyncGenerator<Buffer> {
+  yield* b;
+}
+
+describe("PrintStore", () => {
+  describe("sweep", () => {
+    it("removes an abandoned session with its token, document, result and pages, and keeps a live one", async () => {
+      let t = 1_000_000;
+      const s = await openStore(() => t, 60_000);
+      await s.createSession("old/p", { jobId: "old", printerId: "p" }, "tok-old", t);
+      await s.putDocument("old/p", chunks(Buffer.from("%PDF-1.4 a"), Buffer.from("b")));
+      await s.createResult("old/p", "res-old", 2, ColorMode.COLOR);
+      await s.putPage("res-old", 1, Buffer.from([0xff, 0xd8]), 10, 10, 72);
+      t += 50_000;
+      await s.createSession("new/p", { jobId: "new", printerId: "p" }, "tok-new", t);
+      t += 20_000;
+      assert.equal(await s.sweep(), 1);
+      assert.deepEqual(await s.counts(), { sessions: 1, tokens: 1, documentChunks: 0, results: 0, pages: 0 });
+      await assert.rejects(s.getSession("old/p"), /no session/);
+    });
+  });
+  describe("getMetafile", () => {
+    it("refuses a wrong token and an expired one, and serves the growing metafile to the right one", async () => {
+      let t = 5_000_000;
+      const s = await openStore(() => t);
+      await s.createSession("j/p", { jobId: "j", printerId: "p" }, "right", t);
+      await s.createResult("j/p", "r1", 2, ColorMode.COLOR);
+      await s.putPage("r1", 1, Buffer.from([1, 2, 3]), 5, 6, 150);
+      await assert.rejects(s.putPage("r1", 3, Buffer.from([1]), 1, 1, 150), /must be between 1 and 2/);
+      await s.createResult("j/p", "r1", 2, ColorMode.COLOR).then(() => assert.fail("second result"), (e: Error & { reason?: string }) => assert.equal(e.reason, "RESULT_EXISTS"));
+      const m = await s.getMetafile("r1", "right");
+      assert.equal(m.pages.length, 1);
+      assert.equal(m.complete, false);
+      await assert.rejects(s.getMetafile("r1", "wrong"), (e: Error & { reason?: string }) => e.reason === "TOKEN_INVALID");
+      await assert.rejects(s.getMetafile("nope", "right"), (e: Error & { reason?: string }) => e.reason === "RESULT_NOT_FOUND");
+      t += 10_000;
+      await assert.rejects(s.getMetafile("r1", "right"), (e: Error & { reason?: string }) => e.reason === "TOKEN_EXPIRED");
+    });
+  });
+});

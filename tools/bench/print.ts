@@ -1,0 +1,295 @@
+/**
+ * `npm run bench -- print [PAGES]`: PDF→JPEG conversion of the print workers against
+ * poppler's `pdftoppm -jpeg`, on the same files and DPI, in the same run.
+ *
+ * Rows:
+ * - pages_per_cpu_s_150dpi / _300dpi: pages per CPU-second of the whole conversion node
+ *   (the worker process plus its render children, from /proc) vs pdftoppm's pages per
+ *   CPU-second (user + sys from /usr/bin/time).
+ * - pages_per_s_150dpi: wall-clock pages/s of one worker (render processes = cores) vs
+ *   pdftoppm run as two processes on halves of each file.
+ * - two_worker_scaling: throughput of two workers (one render process each, jobs spread by
+ *   the job service's least-loaded balancer) over one; anchor: pdftoppm 2 processes over 1.
+ * - first_page_ms: SubmitJob until page 1 is fetchable by the printer; anchor: pdftoppm
+ *   producing page 1 alone.
+ * - job_20_pages_ms: a 20-page job end to end (submit → printer fetched every page → job
+ *   COMPLETED); anchor: pdftoppm converting the same 20 pages.
+ * - worker_rss_mb_300dpi: peak RSS of the worker + its render processes at 300 DPI vs
+ *   pdftoppm's peak RSS.
+ * The corpus is generated (tools/fixtures/pdfs.ts: text, hairlines, images, mixed); no
+ * real-world corpus is committed.
+ */
+import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify as toYaml } from "yaml";
+import type { ClientReadableStream } from "@grpc/grpc-js";
+import { PrintConversionServiceClient, type ConvertResponse } from "../../gen/switchyard/print/v1/print_conversion_service.js";
+import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
+import { dial } from "../../clients/grpc/channel.js";
+import { unary } from "../../clients/grpc/call.js";
+import { JobState, PrintJobsClient } from "../../clients/print/index.js";
+import { PrintOutcome, runPrinter } from "../../clients/printer/index.js";
+import { imagePdf, mixedPdf, textPdf, vectorPdf } from "../fixtures/pdfs.js";
+import { nodeEntryPoint } from "../cluster/launcher.js";
+import type { ReadyMessage } from "../../servers/main.js";
+import { row, type BenchRow } from "./harness.js";
+
+const TICK = 100; // clock ticks per second (Linux USER_HZ)
+
+interface Node {
+  child: ChildProcess;
+  address: string;
+  pid: number;
+}
+
+async function startNode(dir: string, id: string, role: string, section: Record<string, unknown>): Promise<Node> {
+  const key = role.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  const file = join(dir, `${id}.yaml`);
+  writeFileSync(file, toYaml({ node: { id, role, listen: "127.0.0.1:0", dataDir: join(dir, id) }, log: { level: "warn" }, metrics: { listen: "" }, [key]: section }));
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const ready = await new Promise<ReadyMessage>((resolve, reject) => {
+    child.on("message", (m: ReadyMessage) => m?.type === "ready" && resolve(m));
+    child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
+  });
+  return { child, address: ready.address, pid: ready.pid };
+}
+
+async function stopNode(n: Node): Promise<void> {
+  if (n.child.exitCode !== null) return;
+  const gone = new Promise((r) => n.child.once("exit", r));
+  n.child.kill("SIGTERM");
+  await gone;
+}
+
+function stat(pid: number): { cpu: number; rssKb: number } {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    const num = (i: number): number => Number(f[i - 3]);
+    // utime(14) stime(15) cutime(16) cstime(17), rss(24) in pages
+    return { cpu: (num(14) + num(15) + num(16) + num(17)) / TICK, rssKb: num(24) * 4 };
+  } catch {
+    return { cpu: 0, rssKb: 0 };
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** CPU seconds of a process tree (live descendants + reaped ones) and its RSS now. */
+function tree(pid: number): { cpu: number; rssKb: number } {
+  const me = stat(pid);
+  let cpu = me.cpu;
+  let rss = me.rssKb;
+  for (const c of childrenOf(pid)) {
+    const t = tree(c);
+    cpu += t.cpu;
+    rss += t.rssKb;
+  }
+  return { cpu, rssKb: rss };
+}
+
+/** Runs a command under /usr/bin/time; returns wall ms, CPU s and peak RSS in KiB. */
+function timed(cmd: string, args: string[]): Promise<{ ms: number; cpu: number; maxRssKb: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const p = spawn("/usr/bin/time", ["-f", "TIME %U %S %M", cmd, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    p.on("exit", (code) => {
+      const m = /TIME ([\d.]+) ([\d.]+) (\d+)/.exec(err);
+      if (code !== 0 || !m) return reject(new Error(`${cmd} failed: ${err}`));
+      resolve({ ms: performance.now() - t0, cpu: Number(m[1]) + Number(m[2]), maxRssKb: Number(m[3]) });
+    });
+  });
+}
+
+function pageCount(file: string): number {
+  const out = execFileSync("pdfinfo", [file]).toString();
+  return Number(/Pages:\s+(\d+)/.exec(out)?.[1] ?? 0);
+}
+
+/** Converts every file once through a worker; returns pages. */
+async function convertAll(worker: PrintConversionServiceClient, files: string[], dpi: number, tag: string, parallel = 1): Promise<number> {
+  let pages = 0;
+  let next = 0;
+  const one = async (): Promise<void> => {
+    while (next < files.length) {
+      const i = next++;
+      const session = { jobId: `${tag}-${i}-${Date.now().toString(36)}`, printerId: "bench" };
+      await unary(worker, worker.issueToken, { session });
+      await unary(worker, worker.download, { session, source: { $case: "content", value: readFileSync(files[i] as string) } }, { deadline: Date.now() + 120_000 });
+      const call: ClientReadableStream<ConvertResponse> = worker.convert({ session, settings: { dpi, colorMode: ColorMode.COLOR, jpegQuality: 85, password: "" } });
+      let resultId = "";
+      for await (const ev of call as AsyncIterable<ConvertResponse>) {
+        if (ev.event?.$case === "started") resultId = ev.event.value.resultId;
+        if (ev.event?.$case === "page") pages++;
+      }
+      await unary(worker, worker.complete, { session, resultId });
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, one));
+  return pages;
+}
+
+export default async function print(args: string[]): Promise<BenchRow[]> {
+  const docPages = Number(args[0] ?? 40);
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-print-"));
+  const rows: BenchRow[] = [];
+  const nodes: Node[] = [];
+  try {
+    const files: string[] = [];
+    const corpus: [string, Uint8Array][] = [
+      ["text", await textPdf(docPages)],
+      ["mixed", await mixedPdf(docPages)],
+      ["vector", await vectorPdf()],
+      ["images", await imagePdf()],
+    ];
+    for (const [name, pdf] of corpus) {
+      const f = join(dir, `${name}.pdf`);
+      writeFileSync(f, pdf);
+      files.push(f);
+    }
+    const total = files.reduce((n, f) => n + pageCount(f), 0);
+    const store = await startNode(dir, "bstore", "print-store", {});
+    nodes.push(store);
+    const cores = cpus().length;
+    const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
+    nodes.push(worker);
+    const wc = dial(PrintConversionServiceClient, worker.address);
+    // Warm both render processes (pdf.js loads once per process).
+    await convertAll(wc, [files[0] as string, files[1] as string], 72, "warm", 2);
+
+    let peakRss = 0;
+    for (const dpi of [150, 300]) {
+      // Ours: CPU of the worker tree over the whole corpus.
+      const c0 = tree(worker.pid).cpu;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          if (dpi === 300) peakRss = Math.max(peakRss, tree(worker.pid).rssKb);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const t0 = performance.now();
+      const pages = await convertAll(wc, files, dpi, `d${dpi}`, 2);
+      const wallOurs = performance.now() - t0;
+      sampling = false;
+      await sampler;
+      // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
+      const cpuOurs = tree(worker.pid).cpu - c0;
+      // Anchor: pdftoppm on the same files.
+      let cpuRef = 0;
+      let wallRef = 0;
+      let rssRef = 0;
+      for (const f of files) {
+        const r = await timed("pdftoppm", ["-jpeg", "-r", String(dpi), "-cropbox", f, join(dir, "ref")]);
+        cpuRef += r.cpu;
+        wallRef += r.ms;
+        rssRef = Math.max(rssRef, r.maxRssKb);
+      }
+      rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
+      if (dpi === 150) {
+        // Wall clock: pdftoppm as two processes over the two halves of each file.
+        const t1 = performance.now();
+        for (const f of files) {
+          const n = pageCount(f);
+          const half = Math.ceil(n / 2);
+          const parts = n > 1 ? [["-f", "1", "-l", String(half)], ["-f", String(half + 1), "-l", String(n)]] : [[]];
+          await Promise.all(parts.map((p) => timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", ...p, f, join(dir, `p${p[1] ?? 0}`)])));
+        }
+        const wall2 = performance.now() - t1;
+        rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
+        void wallRef;
+      } else {
+        rows.push(row("worker_rss_mb_300dpi", "MB", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+      }
+    }
+    wc.close();
+    await stopNode(worker);
+    nodes.splice(nodes.indexOf(worker), 1);
+
+    // Scaling: 1 vs 2 workers with one render process each, jobs through the job service.
+    const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
+    const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, render: { processes: 1 } });
+    nodes.push(w1, w2);
+    const scaleFiles = [files[0], files[1], files[0], files[1]] as string[];
+    const through = async (addrs: string[], tag: string): Promise<number> => {
+      const clients = addrs.map((a) => dial(PrintConversionServiceClient, a));
+      const t = performance.now();
+      const per = Math.ceil(scaleFiles.length / clients.length);
+      const counts = await Promise.all(clients.map((c, i) => convertAll(c, scaleFiles.slice(i * per, (i + 1) * per), 150, `${tag}${i}`, 1)));
+      const ms = performance.now() - t;
+      clients.forEach((c) => c.close());
+      return (counts.reduce((a, b) => a + b, 0) * 1000) / ms;
+    };
+    await through([w1.address, w2.address], "warm2");
+    const one = await through([w1.address], "one");
+    const two = await through([w1.address, w2.address], "two");
+    const refOne = await (async () => {
+      const t = performance.now();
+      for (const f of scaleFiles) await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", f, join(dir, "s1")]);
+      return performance.now() - t;
+    })();
+    const refTwo = await (async () => {
+      const t = performance.now();
+      await Promise.all([0, 1].map(async (k) => {
+        for (const f of scaleFiles.slice(k * 2, k * 2 + 2)) await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", f, join(dir, `s2${k}`)]);
+      }));
+      return performance.now() - t;
+    })();
+    rows.push(row("two_worker_scaling", "× one worker", two / one, refOne / refTwo, "pdftoppm 2 processes / 1", true));
+
+    // End to end through the job service and a printer.
+    const jobsNode = await startNode(dir, "bjobs", "print-jobs", { workers: [w1.address, w2.address], balancing: "least_loaded" });
+    nodes.push(jobsNode);
+    const jobs = new PrintJobsClient(jobsNode.address);
+    const stop = new AbortController();
+    let firstPageAt = 0;
+    const printer = runPrinter({ jobs: jobsNode.address, printerId: "bench", color: true, signal: stop.signal }, async (_req, pages) => {
+      let n = 0;
+      for await (const _ of pages) {
+        if (n++ === 0) firstPageAt = performance.now();
+      }
+      return { outcome: PrintOutcome.DONE, reason: "", pagesPrinted: n };
+    });
+    const twenty = join(dir, "twenty.pdf");
+    writeFileSync(twenty, await mixedPdf(20));
+    const runJob = async (): Promise<{ first: number; all: number }> => {
+      const t = performance.now();
+      firstPageAt = 0;
+      const job = await jobs.submit({ requestId: "", printerId: "bench", document: { $case: "content", value: readFileSync(twenty) }, settings: { dpi: 150, colorMode: ColorMode.COLOR, jpegQuality: 85, password: "" } });
+      let state = job.state;
+      for await (const j of jobs.watch(job.name)) state = j.state;
+      if (state !== JobState.COMPLETED) throw new Error(`bench job ended ${JobState[state]}`);
+      return { first: firstPageAt - t, all: performance.now() - t };
+    };
+    await runJob();
+    const e2e = await runJob();
+    const refFirst = await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", "-f", "1", "-l", "1", twenty, join(dir, "f1")]);
+    const refAll = await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", twenty, join(dir, "all")]);
+    rows.push(row("first_page_ms", "ms", e2e.first, refFirst.ms, "pdftoppm page 1", false));
+    rows.push(row("job_20_pages_ms", "ms", e2e.all, refAll.ms, "pdftoppm 20 pages", false));
+    stop.abort();
+    await printer.catch(() => undefined);
+    jobs.close();
+  } finally {
+    for (const n of nodes.reverse()) await stopNode(n).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
