@@ -86,6 +86,32 @@ describe("switchyard CLI", () => {
     });
   });
 
+  describe("Ctrl-C while starting", () => {
+    it("stops the nodes already started and leaves no process behind", async function () {
+      this.timeout(60_000);
+      const dir = tempDir();
+      const clusterFile = join(dir, "cluster.yaml");
+      const chain = ["a", "b", "c", "d", "e"].map((id, i, all) =>
+        i === 0 ? `  - { id: ${id}, role: bare }` : `  - { id: ${id}, role: bare, config: { node: { labels: { up: '\${${all[i - 1]}.address}' } } } }`,
+      );
+      writeFileSync(clusterFile, ["defaults:", "  shutdown: { graceMs: 3s }", "nodes:", ...chain].join("\n"));
+      let out = "";
+      const up = spawn(process.execPath, [cli(), "up", "--cluster", clusterFile, "--data", join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"] });
+      onCleanup(() => {
+        if (up.exitCode === null) up.kill("SIGKILL");
+      });
+      up.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+      up.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+      const exited = new Promise<number | null>((r) => up.once("exit", (code) => r(code)));
+      await eventually(() => out.includes("✓ a"), 30_000);
+      up.kill("SIGINT");
+      assert.equal(await exited, 1);
+      assert.match(out, /start interrupted/);
+      const { stdout } = await run("ps", ["-eo", "args"]);
+      assert.equal(stdout.split("\n").filter((l) => l.includes(dir)).length, 0, "no node of this cluster is left running");
+    });
+  });
+
   describe("status", () => {
     it("exits non-zero and says how to start a cluster when none runs", async () => {
       const dir = tempDir();

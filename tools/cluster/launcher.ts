@@ -32,6 +32,8 @@ export interface LaunchOptions {
   out?: (line: string) => void;
   /** Extra environment for every node. */
   env?: NodeJS.ProcessEnv;
+  /** Aborting it during start stops the nodes started so far (Ctrl-C while starting). */
+  signal?: AbortSignal;
 }
 
 /** A launched cluster. */
@@ -157,16 +159,43 @@ export async function launchCluster(opts: LaunchOptions): Promise<Cluster> {
     rmSync(stateFile, { force: true });
   };
 
-  // Start in waves: every node whose references are already up starts at once.
-  const pending = [...file.nodes];
-  try {
-    while (pending.length) {
-      const wave = pending.filter((n) => [...referencesOf(n.config)].every((id) => addresses.has(id)));
-      if (!wave.length) throw new Error(`cluster file has a reference cycle among: ${pending.map((n) => n.id).join(", ")}`);
-      for (const n of wave) pending.splice(pending.indexOf(n), 1);
-      const started = await Promise.all(wave.map(startOne));
-      for (const e of started) out(`  ✓ ${e.id.padEnd(20)} ${e.role.padEnd(16)} ${e.address}`);
+  // Each node starts as soon as every node it refers to serves (independent nodes start
+  // together); a reference cycle is refused before anything starts.
+  const byId = new Map(file.nodes.map((n) => [n.id, n]));
+  const visiting = new Set<string>();
+  const visited = new Set<string>();
+  const visit = (id: string, path: string[]): void => {
+    if (visited.has(id)) return;
+    if (visiting.has(id)) throw new Error(`cluster file has a reference cycle: ${[...path, id].join(" -> ")}`);
+    visiting.add(id);
+    for (const ref of referencesOf(byId.get(id)?.config)) visit(ref, [...path, id]);
+    visiting.delete(id);
+    visited.add(id);
+  };
+  for (const n of file.nodes) visit(n.id, []);
+
+  const ready = new Map<string, Promise<ClusterEntry>>();
+  const startWhenReady = (n: ClusterNode): Promise<ClusterEntry> => {
+    let p = ready.get(n.id);
+    if (!p) {
+      p = Promise.all([...referencesOf(n.config)].map((id) => startWhenReady(byId.get(id) as ClusterNode))).then(() => {
+        if (opts.signal?.aborted) throw new Error("start interrupted");
+        return startOne(n);
+      });
+      p.then(
+        (e) => out(`  ✓ ${e.id.padEnd(20)} ${e.role.padEnd(16)} ${e.address}`),
+        () => undefined,
+      );
+      ready.set(n.id, p);
     }
+    return p;
+  };
+  try {
+    const interrupted = new Promise<never>((_, reject) => {
+      if (opts.signal?.aborted) reject(new Error("start interrupted"));
+      opts.signal?.addEventListener("abort", () => reject(new Error("start interrupted")), { once: true });
+    });
+    await Promise.race([Promise.all(file.nodes.map(startWhenReady)), interrupted]);
   } catch (err) {
     await stop(5_000);
     throw err;

@@ -21,14 +21,21 @@ export function registerUp(program: Command): void {
     .action(async (opts: { cluster: string; data: string }) => {
       const started = Date.now();
       process.stdout.write(`Starting cluster from ${opts.cluster} (data in ${opts.data}/)\n`);
+      // Ctrl-C while nodes are still starting stops the ones already up.
+      const starting = new AbortController();
+      const interrupt = (): void => starting.abort();
+      process.once("SIGINT", interrupt);
+      process.once("SIGTERM", interrupt);
       let cluster;
       try {
-        cluster = await launchCluster({ clusterFile: opts.cluster, dataRoot: opts.data });
+        cluster = await launchCluster({ clusterFile: opts.cluster, dataRoot: opts.data, signal: starting.signal });
       } catch (err) {
         process.stderr.write(`switchyard up: ${(err as Error).message}\n`);
         process.exitCode = 1;
         return;
       }
+      process.removeListener("SIGINT", interrupt);
+      process.removeListener("SIGTERM", interrupt);
       const table = new Table({ head: ["node", "role", "gRPC address", "metrics", "pid"] });
       for (const n of cluster.nodes.values()) {
         table.push([n.id, n.role, n.address, n.metricsPort ? `http://127.0.0.1:${n.metricsPort}/metrics` : "-", String(n.pid)]);
