@@ -29,12 +29,15 @@ import { nodeEntryPoint } from "../cluster/launcher.js";
 import { percentile, row, type BenchRow } from "./harness.js";
 
 const STREAM = "bench";
+/** RELAY_BENCH_PROF=DIR: every child process (nodes, subscriber hosts) writes a V8 CPU profile into DIR. */
+const PROF = process.env["RELAY_BENCH_PROF"];
+const profArgs = (): string[] => (PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []);
 
 async function startNode(dir: string, config: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
   const id = (config["node"] as { id: string }).id;
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...profArgs()] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
@@ -76,7 +79,7 @@ function request(child: ChildProcess, msg: unknown, until: (m: Record<string, un
 function subscribeMany(target: string, n: number, processes: number): Hosts {
   const script = join(dirname(fileURLToPath(import.meta.url)), "relay-subscribers.js");
   const k = Math.max(1, Math.min(processes, n));
-  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [] }));
+  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: profArgs() }));
   const per = Math.ceil(n / k);
   const started = Promise.all(
     children.map(async (c, i) => {
