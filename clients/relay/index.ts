@@ -76,19 +76,31 @@ export type SubscriptionEvent =
   | { type: "frame"; frame: Frame }
   | { type: "gap"; gap: Gap };
 
-/** Decodes the raw bytes of one SubscribeResponse. */
-export function decodeEvent(buf: Uint8Array): SubscriptionEvent {
+/**
+ * Decodes the raw bytes of one SubscribeResponse into its events: one event, or one
+ * `frame` event per frame of a batch (sent only to subscribers that asked for batches).
+ */
+export function decodeEvents(buf: Uint8Array): SubscriptionEvent[] {
   const ev = SubscribeResponse.decode(buf).event;
   switch (ev?.$case) {
     case "started":
-      return { type: "started", started: ev.value };
+      return [{ type: "started", started: ev.value }];
     case "frame":
-      return { type: "frame", frame: ev.value };
+      return [{ type: "frame", frame: ev.value }];
     case "gap":
-      return { type: "gap", gap: ev.value };
+      return [{ type: "gap", gap: ev.value }];
+    case "batch":
+      return ev.value.frames.map((frame) => ({ type: "frame", frame }));
     default:
       throw new Error("SubscribeResponse without an event");
   }
+}
+
+/** Decodes the raw bytes of one SubscribeResponse that is not a batch. */
+export function decodeEvent(buf: Uint8Array): SubscriptionEvent {
+  const evs = decodeEvents(buf);
+  if (evs.length !== 1) throw new Error(`expected one event, got a batch of ${evs.length} frames (use decodeEvents)`);
+  return evs[0] as SubscriptionEvent;
 }
 
 /** Options of a subscription. */
@@ -99,6 +111,11 @@ export interface SubscribeOptions {
   signal?: AbortSignal;
   /** Request metadata. */
   metadata?: Metadata;
+  /**
+   * Most frames per message (SubscribeRequest.max_batch_frames). `subscribeRaw` defaults
+   * to 0 (one frame per message); `subscribe` defaults to 256 (it expands batches).
+   */
+  maxBatchFrames?: number;
 }
 
 /** A client of StreamSourceService, pointed at a source or at a relay alike. */
@@ -118,7 +135,11 @@ export class StreamSourceClient {
    * message is `started`; the call ends with OK at end of stream or with an error status.
    */
   subscribeRaw(stream: string, opts: SubscribeOptions = {}): ClientReadableStream<Buffer> {
-    const call = this.client.subscribe({ stream, subscriberId: opts.subscriberId ?? "" }, opts.metadata ?? new Metadata(), {});
+    const call = this.client.subscribe(
+      { stream, subscriberId: opts.subscriberId ?? "", maxBatchFrames: opts.maxBatchFrames ?? 0 },
+      opts.metadata ?? new Metadata(),
+      {},
+    );
     if (opts.signal) {
       const onAbort = (): void => call.cancel();
       if (opts.signal.aborted) onAbort();
@@ -133,9 +154,9 @@ export class StreamSourceClient {
    * aborts; throws the call's error status otherwise.
    */
   async *subscribe(stream: string, opts: SubscribeOptions = {}): AsyncGenerator<SubscriptionEvent> {
-    const call = this.subscribeRaw(stream, opts);
+    const call = this.subscribeRaw(stream, { maxBatchFrames: 256, ...opts });
     try {
-      for await (const buf of call as AsyncIterable<Buffer>) yield decodeEvent(buf);
+      for await (const buf of call as AsyncIterable<Buffer>) yield* decodeEvents(buf);
     } catch (err) {
       if (!opts.signal?.aborted) throw err;
     } finally {

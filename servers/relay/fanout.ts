@@ -13,6 +13,7 @@
  * Frames already written to the transport still reach the subscriber before the status.
  */
 import { encodeEvent } from "../../clients/relay/index.js";
+import { batchMessage, type WireFrame } from "../../clients/relay/wire.js";
 import { SubscriberTooSlowError } from "./errors.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 
@@ -28,25 +29,79 @@ export interface FanoutOptions {
 
 /** The part of a server stream the fan-out writes to (grpc-js backpressure semantics). */
 export interface FrameSink {
-  /** Writes; false when the transport is over its high-water mark. */
-  write(buf: Buffer): boolean;
+  /** Writes; false when the transport is over its high-water mark. `done` runs once the
+   *  transport took the message. */
+  write(buf: Buffer, done?: (err?: Error | null) => void): boolean;
   /** Writes and resolves once the transport drained below its high-water mark. */
   send(buf: Buffer): Promise<void>;
 }
 
-/** One item waiting for a subscriber. */
-type Item =
-  | { kind: "frame"; buf: Buffer; sequence: number; payloadBytes: number }
-  | { kind: "gap"; first: number; last: number; frames: number }
-  | { kind: "raw"; buf: Buffer; droppedFrames: number };
-
-/** Frame delivered to subscribers: encoded once, shared by all. */
-export interface EncodedFrame {
-  /** The encoded SubscribeResponse{frame}. */
+/** Frames handed to the transport as one message (one frame, or a batch of them). */
+interface FrameItem {
+  kind: "frame";
+  /** The message bytes; shared by every subscriber that gets the same piece. */
   buf: Buffer;
-  sequence: number;
-  /** Length of the frame's payload (what usage records count). */
+  /** The frames, `list[from..to)`. */
+  list: readonly WireFrame[];
+  from: number;
+  to: number;
+  /** Sum of their payload lengths. */
   payloadBytes: number;
+}
+
+/** One item waiting for a subscriber. */
+type Item = FrameItem | { kind: "gap"; first: number; last: number; frames: number } | { kind: "raw"; buf: Buffer; droppedFrames: number };
+
+/** Largest batch a node sends, whatever the subscriber asked for. */
+export const MAX_BATCH_FRAMES = 256;
+
+/**
+ * Frames that became ready together (one upstream message, one publish): encoded once,
+ * the same bytes for every subscriber. Single-frame messages and batches of a given size
+ * are built on first use and shared.
+ */
+export class FrameGroup {
+  private singles: FrameItem[] | undefined;
+  private readonly batches = new Map<number, FrameItem[]>();
+
+  /**
+   * @param whole the message that carries exactly `frames` when there is one (the
+   *   upstream's message, or the publish's encoding): re-used as is where it fits.
+   */
+  constructor(
+    readonly frames: readonly WireFrame[],
+    private readonly whole?: Buffer,
+  ) {}
+
+  /** One message per frame (subscribers that did not ask for batches). */
+  single(): FrameItem[] {
+    if (!this.singles) this.singles = pieces(this.frames, 1);
+    return this.singles;
+  }
+
+  /** Messages of at most `max` frames each. */
+  batched(max: number): FrameItem[] {
+    if (max <= 1 || this.frames.length === 1) return this.single();
+    let p = this.batches.get(max);
+    if (!p) {
+      p = this.whole && this.frames.length <= max ? [frameItem(this.frames, 0, this.frames.length, this.whole)] : pieces(this.frames, max);
+      this.batches.set(max, p);
+    }
+    return p;
+  }
+}
+
+/** `list` cut into messages of at most `max` frames. */
+function pieces(list: readonly WireFrame[], max: number): FrameItem[] {
+  const out: FrameItem[] = [];
+  for (let from = 0; from < list.length; from += max) out.push(frameItem(list, from, Math.min(list.length, from + max)));
+  return out;
+}
+
+function frameItem(list: readonly WireFrame[], from: number, to: number, buf?: Buffer): FrameItem {
+  let payloadBytes = 0;
+  for (let i = from; i < to; i++) payloadBytes += (list[i] as WireFrame).payloadBytes;
+  return { kind: "frame", buf: buf ?? batchMessage(list, from, to), list, from, to, payloadBytes };
 }
 
 /** How a subscription ended. */
@@ -62,7 +117,17 @@ export interface DeliveryCounters {
   deliveredBytes: number;
 }
 
-/** One subscriber's buffer, policy and meter. */
+/**
+ * One subscriber's buffer, policy and meter.
+ *
+ * A subscriber that asked for batches (`maxBatch` > 1) has at most one message in the
+ * transport at a time: frames that become ready while it is in flight wait here and go
+ * out together, as one batch, when the transport took it. So a subscriber that keeps up
+ * gets every frame at once in its own message, and one that falls behind (or a node that
+ * falls behind) costs one message per round instead of one per frame. A subscriber that
+ * did not ask for batches gets one message per frame, written while the transport
+ * accepts them, as before batches existed.
+ */
 export class Subscriber {
   readonly joinedAt = new Date();
   /** Frames written to the subscriber's transport. */
@@ -75,11 +140,14 @@ export class Subscriber {
   private queuedFrames = 0;
   private blocked = false;
   private pumping = false;
+  private inFlight = false;
   private ending: Leave | undefined;
   private left: Leave | undefined;
   private settle!: (l: Leave) => void;
   /** Settles once the subscription is over (never rejects). */
   readonly done: Promise<Leave>;
+  private readonly maxBatch: number;
+  private readonly onWritten = (): void => this.written();
 
   constructor(
     readonly id: string,
@@ -88,7 +156,9 @@ export class Subscriber {
     private readonly sink: FrameSink,
     private readonly opts: FanoutOptions,
     private readonly counters?: DeliveryCounters,
+    maxBatchFrames = 1,
   ) {
+    this.maxBatch = Math.max(1, Math.min(MAX_BATCH_FRAMES, maxBatchFrames));
     this.done = new Promise<Leave>((r) => (this.settle = r));
   }
 
@@ -102,9 +172,11 @@ export class Subscriber {
     return this.left !== undefined;
   }
 
-  /** Delivers one frame (the shared encoded bytes). */
-  deliverFrame(f: EncodedFrame): void {
-    this.push({ kind: "frame", buf: f.buf, sequence: f.sequence, payloadBytes: f.payloadBytes });
+  /** Delivers frames that became ready together (their shared encoded bytes). */
+  deliverFrames(group: FrameGroup): void {
+    if (this.left || this.ending) return;
+    const items = this.maxBatch > 1 ? group.batched(this.maxBatch) : group.single();
+    for (let i = 0; i < items.length; i++) this.push(items[i] as FrameItem);
   }
 
   /** Delivers a message that is not a frame (started, or a gap from upstream). */
@@ -134,34 +206,92 @@ export class Subscriber {
 
   private push(item: Item): void {
     if (this.left || this.ending) return;
+    if (this.maxBatch > 1) {
+      if (!this.inFlight && this.queue.length === 0) this.writeOne(item);
+      else this.enqueue(item);
+      return;
+    }
     if (!this.pumping && !this.blocked && this.queue.length === 0) {
       // Fast path: the transport takes it now.
       if (!this.sink.write(this.account(item))) this.blocked = true;
       return;
     }
-    this.queue.push(item);
-    if (item.kind === "frame" && ++this.queuedFrames > this.opts.maxBufferedFrames) this.overflow();
+    this.enqueue(item);
     if (!this.pumping && !this.left) void this.pump();
   }
 
-  private overflow(): void {
-    if (this.opts.policy === "disconnect") {
-      this.close({ reason: LeaveReason.TOO_SLOW, error: new SubscriberTooSlowError(this.stream, this.opts.maxBufferedFrames) });
+  private enqueue(item: Item): void {
+    this.queue.push(item);
+    if (item.kind !== "frame") return;
+    this.queuedFrames += item.to - item.from;
+    while (this.queuedFrames > this.opts.maxBufferedFrames && !this.left) if (!this.overflow()) break;
+  }
+
+  /** Batch mode: hands one message to the transport; the next goes when it was taken. */
+  private writeOne(item: Item): void {
+    this.inFlight = true;
+    this.sink.write(this.account(item), this.onWritten);
+  }
+
+  /** Batch mode: the transport took the message in flight; send what gathered meanwhile. */
+  private written(): void {
+    this.inFlight = false;
+    if (this.left) return;
+    const head = this.queue.shift();
+    if (!head) {
+      if (this.ending) this.close(this.ending);
       return;
     }
-    // Drop the oldest buffered frame; a Gap takes its place. The common shapes are O(1):
-    // [frame, ...] and [gap, frame, ...] (the gap grows as the subscriber stays behind).
+    if (head.kind !== "frame") {
+      this.writeOne(head);
+      return;
+    }
+    // Consecutive frame messages merge into one batch of at most maxBatch frames.
+    let n = head.to - head.from;
+    let last = 0;
+    while (last < this.queue.length) {
+      const next = this.queue[last] as Item;
+      if (next.kind !== "frame" || n + next.to - next.from > this.maxBatch) break;
+      n += next.to - next.from;
+      last++;
+    }
+    this.queuedFrames -= head.to - head.from;
+    if (last === 0) {
+      this.writeOne(head);
+      return;
+    }
+    const list: WireFrame[] = head.list.slice(head.from, head.to);
+    let payloadBytes = head.payloadBytes;
+    for (const it of this.queue.splice(0, last) as FrameItem[]) {
+      for (let i = it.from; i < it.to; i++) list.push(it.list[i] as WireFrame);
+      payloadBytes += it.payloadBytes;
+      this.queuedFrames -= it.to - it.from;
+    }
+    this.writeOne({ kind: "frame", buf: batchMessage(list), list, from: 0, to: list.length, payloadBytes });
+  }
+
+  /** Applies the overflow policy once; false when nothing could be dropped. */
+  private overflow(): boolean {
+    if (this.opts.policy === "disconnect") {
+      this.close({ reason: LeaveReason.TOO_SLOW, error: new SubscriberTooSlowError(this.stream, this.opts.maxBufferedFrames) });
+      return false;
+    }
+    // Drop the oldest buffered frame message; a Gap takes its place. The common shapes
+    // are O(1): [frame, ...] and [gap, frame, ...] (the gap grows as the subscriber stays behind).
     const q = this.queue;
     let i = 0;
     while (i < q.length && q[i]?.kind !== "frame") i++;
     const dropped = q[i];
-    if (!dropped || dropped.kind !== "frame") return;
-    this.queuedFrames--;
-    this.droppedFrames++;
+    if (!dropped || dropped.kind !== "frame") return false;
+    const count = dropped.to - dropped.from;
+    const first = (dropped.list[dropped.from] as WireFrame).sequence;
+    const last = (dropped.list[dropped.to - 1] as WireFrame).sequence;
+    this.queuedFrames -= count;
+    this.droppedFrames += count;
     const before = q[i - 1];
-    if (before?.kind === "gap" && before.last + 1 === dropped.sequence) {
-      before.last = dropped.sequence;
-      before.frames++;
+    if (before?.kind === "gap" && before.last + 1 === first) {
+      before.last = last;
+      before.frames += count;
       if (i === 1) {
         q.shift(); // the gap...
         q[0] = before; // ...moves into the dropped frame's slot
@@ -169,8 +299,9 @@ export class Subscriber {
         q.splice(i, 1);
       }
     } else {
-      q[i] = { kind: "gap", first: dropped.sequence, last: dropped.sequence, frames: 1 };
+      q[i] = { kind: "gap", first, last, frames: count };
     }
+    return true;
   }
 
   /** Meters an item as it is handed to the transport; returns its bytes. */
@@ -178,9 +309,10 @@ export class Subscriber {
     let buf: Buffer;
     if (item.kind === "frame") {
       buf = item.buf;
-      this.frames++;
+      const n = item.to - item.from;
+      this.frames += n;
       this.bytes += item.payloadBytes;
-      if (this.counters) this.counters.deliveredFrames++;
+      if (this.counters) this.counters.deliveredFrames += n;
     } else if (item.kind === "gap") {
       buf = encodeEvent({
         event: { $case: "gap", value: { firstSequence: BigInt(item.first), lastSequence: BigInt(item.last), frames: BigInt(item.frames) } },
@@ -198,7 +330,7 @@ export class Subscriber {
     try {
       while (this.queue.length > 0 && !this.left) {
         const item = this.queue.shift() as Item;
-        if (item.kind === "frame") this.queuedFrames--;
+        if (item.kind === "frame") this.queuedFrames -= item.to - item.from;
         await this.sink.send(this.account(item));
       }
       this.blocked = false;

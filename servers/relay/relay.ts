@@ -22,7 +22,8 @@ import { UpstreamState, type UpstreamSession } from "../../gen/switchyard/relay/
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 import type { SwitchyardError } from "../runtime/errors.js";
 import { upstreamFailure, UpstreamLostError } from "./errors.js";
-import { Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
+import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
+import { FrameGroup, MAX_BATCH_FRAMES, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
 import type { UsageOutbox } from "./outbox.js";
 import { checkStreamName, pageSize, pageTokenAfter, readPageToken, type StoredUsage } from "./usage.js";
 import type { SubscriberIdentity } from "./source.js";
@@ -81,7 +82,7 @@ export class RelayCore {
   ) {}
 
   /** Serves one subscriber; resolves with how it left (its usage is recorded by then). */
-  async subscribe(name: string, who: SubscriberIdentity, sink: FrameSink, signal: AbortSignal): Promise<Leave> {
+  async subscribe(name: string, who: SubscriberIdentity, sink: FrameSink, signal: AbortSignal, maxBatchFrames = 0): Promise<Leave> {
     checkStreamName(name);
     let session = this.sessions.get(name);
     if (!session) session = this.open(name);
@@ -97,7 +98,7 @@ export class RelayCore {
       if (signal.aborted) this.maybeLinger(session);
     }
     if (session.closed) throw new UpstreamLostError(name, this.opts.upstream);
-    const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout);
+    const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, undefined, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(session.nextSequence) } } }));
     session.subscribers.add(sub);
     const onAbort = (): void => sub.cancel(this.shutdown.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
@@ -142,7 +143,8 @@ export class RelayCore {
     this.sessions.set(name, s);
     this.upstreamOpened++;
     this.log.info({ stream: name, upstream: this.opts.upstream }, "opening upstream subscription");
-    s.call = this.upstream.subscribeRaw(name, { subscriberId: `relay:${this.opts.relayId}` });
+    // Batches from upstream: a frame that arrives alone is still forwarded alone at once.
+    s.call = this.upstream.subscribeRaw(name, { subscriberId: `relay:${this.opts.relayId}`, maxBatchFrames: MAX_BATCH_FRAMES });
     const timer = setTimeout(() => {
       if (s.state === UpstreamState.OPENING) this.fail(s, new UpstreamLostError(name, this.opts.upstream, new Error("upstream did not confirm in time")));
     }, this.opts.upstreamOpenTimeoutMs);
@@ -160,19 +162,26 @@ export class RelayCore {
   private onData(s: Session, buf: Buffer): void {
     if (s.closed) return;
     s.bytesReceived += buf.length;
+    let frames: WireFrame[] | undefined;
     let ev;
     try {
-      ev = decodeEvent(buf);
+      // Frames (single or batch) are only sliced, never decoded; other events are rare.
+      frames = framesOf(buf);
+      if (!frames) ev = decodeEvent(buf);
     } catch (err) {
       this.fail(s, new UpstreamLostError(s.stream, this.opts.upstream, err));
       return;
     }
-    if (ev.type === "frame") {
-      s.framesReceived++;
-      const sequence = Number(ev.frame.sequence);
-      s.nextSequence = sequence + 1;
-      const frame = { buf, sequence, payloadBytes: ev.frame.payload.length };
-      for (const sub of s.subscribers) sub.deliverFrame(frame);
+    if (frames) {
+      if (frames.length === 0) return;
+      s.framesReceived += frames.length;
+      s.nextSequence = (frames[frames.length - 1] as WireFrame).sequence + 1;
+      const group = new FrameGroup(frames, buf);
+      for (const sub of s.subscribers) sub.deliverFrames(group);
+    } else if (!ev) {
+      return;
+    } else if (ev.type === "frame") {
+      return; // not reached: frames are handled above
     } else if (ev.type === "gap") {
       s.nextSequence = Number(ev.gap.lastSequence) + 1;
       const missed = Number(ev.gap.frames);

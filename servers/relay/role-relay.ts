@@ -118,7 +118,7 @@ export const relayRole: RoleDefinition<RelayConfig> = {
         }
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
       reportUsage: async (req) => {

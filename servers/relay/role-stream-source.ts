@@ -62,7 +62,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
         return { frames: BigInt(r.frames), firstSequence: BigInt(r.first), lastSequence: BigInt(r.last) };
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
       reportUsage: async (req) => core.reportUsage(req.records),

@@ -14,7 +14,8 @@ import type { UsageRecord } from "../../gen/switchyard/relay/v1/usage.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { badField, PublisherLostError, StreamAlreadyPublishedError, StreamNotFoundError } from "./errors.js";
-import { Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
+import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
+import { FrameGroup, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
 import { checkRecords, checkStreamName, fromStored, pageSize, pageTokenAfter, readPageToken, toStored, type StoredUsage } from "./usage.js";
 
 /** One live stream at the source. */
@@ -38,8 +39,8 @@ export class LiveStream {
     this.framesPublished++;
     if (this.subscribers.size === 0) return sequence;
     const buf = encodeEvent({ event: { $case: "frame", value: { sequence: BigInt(sequence), payload, publishedAt: now } } });
-    const frame = { buf, sequence, payloadBytes: payload.length };
-    for (const s of this.subscribers) s.deliverFrame(frame);
+    const group = new FrameGroup(framesOf(buf) as WireFrame[], buf);
+    for (const s of this.subscribers) s.deliverFrames(group);
     return sequence;
   }
 
@@ -168,11 +169,11 @@ export class StreamSourceCore {
   }
 
   /** Subscribes `sink` to a live stream; resolves when the subscription is over. */
-  async subscribe(name: string, who: SubscriberIdentity, sink: FrameSink, signal: AbortSignal): Promise<Leave> {
+  async subscribe(name: string, who: SubscriberIdentity, sink: FrameSink, signal: AbortSignal, maxBatchFrames = 0): Promise<Leave> {
     checkStreamName(name);
     const stream = this.streams.get(name);
     if (!stream || stream.ended) throw new StreamNotFoundError(name);
-    const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, stream.counters);
+    const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, stream.counters, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(stream.nextSequence) } } }));
     stream.subscribers.add(sub);
     stream.subscriptionsTotal++;

@@ -44,8 +44,9 @@ export interface StreamSink<T> {
   /** Writes and waits while the transport buffer is full (backpressure). Rejects once
    *  the call is over (cancelled, failed or ended). */
   send(message: T): Promise<void>;
-  /** Writes without waiting; false when the buffer is over its high-water mark. */
-  write(message: T): boolean;
+  /** Writes without waiting; false when the buffer is over its high-water mark. `done`
+   *  runs once the transport took the message (not when the call was cancelled first). */
+  write(message: T, done?: (err?: Error | null) => void): boolean;
   /** Messages waiting in the transport buffer. */
   readonly buffered: number;
 }
@@ -165,7 +166,7 @@ function contextFor(call: AnyCall, method: string, deps: ImplementDeps): { ctx: 
 
 function sinkFor<T>(call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>, signal: AbortSignal): StreamSink<T> {
   return {
-    write: (m) => call.write(m),
+    write: (m, done) => (done ? call.write(m, done) : call.write(m)),
     get buffered() {
       return call.writableLength;
     },

@@ -1,7 +1,7 @@
 /** Shared helpers of the relay tests: nodes, subscribers that record what they got. */
 import type { ClientReadableStream } from "@grpc/grpc-js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
-import { decodeEvent, RelayClient, StreamSourceClient, type SubscriptionEvent } from "../../clients/relay/index.js";
+import { decodeEvents, RelayClient, StreamSourceClient, type SubscriptionEvent } from "../../clients/relay/index.js";
 import { relayRole } from "../../servers/relay/role-relay.js";
 import { streamSourceRole } from "../../servers/relay/role-stream-source.js";
 import type { RunningNode } from "../../servers/runtime/node.js";
@@ -48,12 +48,17 @@ export class RecordingSubscriber {
   readonly ended: Promise<{ code: number; message: string; reason?: string }>;
   started = false;
 
-  constructor(client: StreamSourceClient, stream: string, subscriberId: string) {
-    this.call = client.subscribeRaw(stream, { subscriberId });
+  /** Messages received (a batch counts once). */
+  messages = 0;
+
+  constructor(client: StreamSourceClient, stream: string, subscriberId: string, maxBatchFrames = 0) {
+    this.call = client.subscribeRaw(stream, { subscriberId, maxBatchFrames });
     this.call.on("data", (b: Buffer) => {
-      const ev = decodeEvent(b);
-      if (ev.type === "started") this.started = true;
-      this.events.push(ev);
+      this.messages++;
+      for (const ev of decodeEvents(b)) {
+        if (ev.type === "started") this.started = true;
+        this.events.push(ev);
+      }
     });
     this.ended = new Promise((resolve) => {
       this.call.on("error", (err) => {
@@ -87,8 +92,8 @@ export class RecordingSubscriber {
 }
 
 /** Subscribes and waits until the subscription is in place. */
-export async function subscribed(client: StreamSourceClient, stream: string, subscriberId: string): Promise<RecordingSubscriber> {
-  const s = new RecordingSubscriber(client, stream, subscriberId);
+export async function subscribed(client: StreamSourceClient, stream: string, subscriberId: string, maxBatchFrames = 0): Promise<RecordingSubscriber> {
+  const s = new RecordingSubscriber(client, stream, subscriberId, maxBatchFrames);
   await Promise.race([
     s.whenStarted(),
     s.ended.then((st) => {

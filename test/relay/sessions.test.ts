@@ -135,7 +135,7 @@ describe("Relay", () => {
   });
 
   describe("metering", () => {
-    it("reports per subscriber exactly the frames and bytes each received", async () => {
+    it("reports per subscriber exactly the frames and bytes each received (batches or not)", async () => {
       const source = await startSource();
       const relay = await startRelay(source.address);
       const src = sourceClient(source.address);
@@ -143,7 +143,7 @@ describe("Relay", () => {
       const pub = publisher(src, "paid");
       pub.send("x");
       await streamListed(src, "paid");
-      const a = await subscribed(via, "paid", "alice");
+      const a = await subscribed(via, "paid", "alice", 64); // alice takes batches, bob does not
       for (let i = 0; i < 5; i++) pub.send(Buffer.alloc(100 + i, 1));
       await eventually(() => a.frames.length === 5);
       const b = await subscribed(via, "paid", "bob");

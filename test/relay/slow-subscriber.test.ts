@@ -7,7 +7,7 @@ import { publisher, sourceClient, startRelay, startSource, streamListed, subscri
 const FRAMES = 3000;
 const FRAME = Buffer.alloc(1024, 0x61);
 
-async function setup(policy: "drop-oldest" | "disconnect") {
+async function setup(policy: "drop-oldest" | "disconnect", maxBatchFrames: number) {
   const source = await startSource();
   const relay = await startRelay(source.address, { maxBufferedFrames: 16, slowSubscriberPolicy: policy });
   const src = sourceClient(source.address);
@@ -15,19 +15,21 @@ async function setup(policy: "drop-oldest" | "disconnect") {
   const pub = publisher(src, "firehose");
   pub.send("first");
   await streamListed(src, "firehose");
-  const fast = await subscribed(via, "firehose", "fast");
-  const slow = await subscribed(via, "firehose", "slow");
+  const fast = await subscribed(via, "firehose", "fast", maxBatchFrames);
+  const slow = await subscribed(via, "firehose", "slow", maxBatchFrames);
   slow.call.pause();
   for (let i = 0; i < FRAMES; i++) pub.send(FRAME);
   // The fast subscriber gets everything while the slow one does not read at all.
   await eventually(() => fast.frames.length === FRAMES, 20_000, 20);
+  if (maxBatchFrames > 1) assert.ok(fast.messages < FRAMES, `a burst arrives in batches (${fast.messages} messages for ${FRAMES} frames)`);
+  else assert.equal(fast.messages, FRAMES + 1, "one message per frame (after started) when batches were not asked for");
   return { src, pub, fast, slow };
 }
 
 describe("Relay", () => {
-  describe("slow subscriber", () => {
+  for (const batch of [0, 64]) describe(`slow subscriber (max_batch_frames ${batch})`, () => {
     it("drop-oldest: others get every frame; the slow one gets a Gap for exactly what it missed", async () => {
-      const { src, pub, fast, slow } = await setup("drop-oldest");
+      const { src, pub, fast, slow } = await setup("drop-oldest", batch);
       slow.call.resume();
       await pub.end();
       assert.equal((await slow.ended).code, Status.OK);
@@ -59,7 +61,7 @@ describe("Relay", () => {
     });
 
     it("disconnect: others get every frame; the slow one ends with RESOURCE_EXHAUSTED / SUBSCRIBER_TOO_SLOW", async () => {
-      const { src, pub, fast, slow } = await setup("disconnect");
+      const { src, pub, fast, slow } = await setup("disconnect", batch);
       slow.call.resume();
       const st = await slow.ended;
       assert.equal(st.code, Status.RESOURCE_EXHAUSTED);

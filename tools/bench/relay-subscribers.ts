@@ -1,14 +1,23 @@
 /**
  * Subscriber host for the relay benchmark: a child process that opens subscriptions on
- * command (IPC) and meters what they receive, so the subscribers of a run are spread over
- * several processes instead of saturating one event loop.
+ * command (IPC) and only counts and timestamps what they receive, so the subscriber side
+ * costs as little as possible and is spread over several processes.
+ *
+ * The subscriptions are raw HTTP/2 gRPC calls (node:http2, no grpc-js): the host writes
+ * one SubscribeRequest (asking for batches of up to 256 frames) and splits the response
+ * body into gRPC messages itself; frames are sliced, never decoded (clients/relay/wire.ts).
+ * Each subscriber i records the arrival time of the frames whose sequence ≡ i (mod 16)
+ * (every frame when the host has one subscriber, i.e. the probe), with their published_at.
  *
  * Messages in: {cmd:"open", target, stream, count, first} → {ok:"open"} once every
  * subscription started; {cmd:"measure", on:true|false}; {cmd:"report"} →
- * {frames, bytes, latencies}; {cmd:"close"} → exits.
+ * {frames, bytes, messages, samples: [sequence, arrivalMs, publishedMs, ...]};
+ * {cmd:"close"} → exits.
  */
-import type { ClientReadableStream } from "@grpc/grpc-js";
-import { decodeEvent, StreamSourceClient } from "../../clients/relay/index.js";
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import { Frame } from "../../gen/switchyard/relay/v1/stream.js";
+import { SubscribeRequest } from "../../gen/switchyard/relay/v1/stream_source_service.js";
+import { framesOf } from "../../clients/relay/wire.js";
 
 type Msg =
   | { cmd: "open"; target: string; stream: string; count: number; first: number }
@@ -16,41 +25,85 @@ type Msg =
   | { cmd: "report" }
   | { cmd: "close" };
 
-const calls: ClientReadableStream<Buffer>[] = [];
-const clients: StreamSourceClient[] = [];
+/** Every subscriber i samples the frames with sequence % SAMPLE_EVERY === i % SAMPLE_EVERY. */
+const SAMPLE_EVERY = 16;
+const PATH = "/switchyard.relay.v1.StreamSourceService/Subscribe";
+
+const sessions: ClientHttp2Session[] = [];
+const streams: ClientHttp2Stream[] = [];
 let measuring = false;
 let frames = 0;
 let bytes = 0;
-let latencies: number[] = [];
+let messages = 0;
+let samples: number[] = [];
+const clockOrigin = performance.timeOrigin;
 
 function reply(m: unknown): void {
   process.send?.(m);
 }
 
+/** One subscription: splits the response body into gRPC messages and meters them. */
+function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
+  const req = SubscribeRequest.encode({ stream, subscriberId, maxBatchFrames: 256 }).finish();
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(req.length, 1);
+  const call = session.request({
+    [constants.HTTP2_HEADER_METHOD]: "POST",
+    [constants.HTTP2_HEADER_PATH]: PATH,
+    [constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc",
+    te: "trailers",
+  });
+  call.end(Buffer.concat([head, req]));
+  let pending: Buffer | undefined;
+  let isStarted = false;
+  call.on("data", (chunk: Buffer) => {
+    const now = clockOrigin + performance.now();
+    let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
+    pending = undefined;
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(1);
+      if (buf.length < 5 + len) break;
+      const msg = buf.subarray(5, 5 + len);
+      buf = buf.subarray(5 + len);
+      if (!isStarted) {
+        isStarted = true;
+        started();
+        continue;
+      }
+      if (!measuring) continue;
+      const list = framesOf(msg);
+      if (!list) continue;
+      messages++;
+      bytes += msg.length;
+      frames += list.length;
+      for (const f of list) {
+        if (!sampleAll && f.sequence % SAMPLE_EVERY !== slot) continue;
+        const published = Frame.decode(f.body).publishedAt?.getTime() ?? NaN;
+        samples.push(f.sequence, now, published);
+      }
+    }
+    if (buf.length) pending = Buffer.from(buf);
+  });
+  call.on("response", (h) => {
+    const st = h[constants.HTTP2_HEADER_STATUS];
+    const grpc = h["grpc-status"];
+    if (Number(st) !== 200 || (grpc !== undefined && grpc !== "0")) failed(new Error(`Subscribe failed: HTTP ${st} grpc-status ${grpc} ${h["grpc-message"] ?? ""}`));
+  });
+  call.on("error", () => undefined);
+  streams.push(call);
+}
+
 async function open(target: string, stream: string, count: number, first: number): Promise<void> {
   const channels = Math.max(1, Math.min(4, Math.ceil(count / 125)));
-  for (let i = 0; i < channels; i++) clients.push(new StreamSourceClient(target, { extra: { "grpc.use_local_subchannel_pool": 1 } }));
+  for (let i = 0; i < channels; i++) {
+    const s = connect(`http://${target}`, { settings: { initialWindowSize: 1 << 20 } });
+    s.on("error", () => undefined);
+    sessions.push(s);
+  }
   const starts: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
-    const call = (clients[i % channels] as StreamSourceClient).subscribeRaw(stream, { subscriberId: `bench-${first + i}` });
-    starts.push(
-      new Promise<void>((resolve, reject) => {
-        call.once("data", () => resolve());
-        call.once("error", reject);
-      }),
-    );
-    call.on("data", (buf: Buffer) => {
-      // Field 2 (frame), length-delimited: tag byte 0x12. Only a sample is decoded.
-      if (!measuring || buf[0] !== 0x12) return;
-      frames++;
-      bytes += buf.length;
-      if ((frames & 15) === 0) {
-        const ev = decodeEvent(buf);
-        if (ev.type === "frame" && ev.frame.publishedAt) latencies.push(Date.now() - ev.frame.publishedAt.getTime());
-      }
-    });
-    call.on("error", () => undefined);
-    calls.push(call);
+    const n = first + i;
+    starts.push(new Promise<void>((resolve, reject) => subscribe(sessions[i % channels] as ClientHttp2Session, stream, `bench-${n}`, n % SAMPLE_EVERY, count === 1, resolve, reject)));
   }
   await Promise.all(starts);
 }
@@ -64,13 +117,14 @@ process.on("message", (m: Msg) => {
   } else if (m.cmd === "measure") {
     measuring = m.on;
   } else if (m.cmd === "report") {
-    reply({ frames, bytes, latencies });
+    reply({ frames, bytes, messages, samples });
     frames = 0;
     bytes = 0;
-    latencies = [];
+    messages = 0;
+    samples = [];
   } else {
-    for (const c of calls) c.cancel();
-    for (const c of clients) c.close();
+    for (const c of streams) c.close(constants.NGHTTP2_CANCEL);
+    for (const s of sessions) s.close();
     setTimeout(() => process.exit(0), 100);
   }
 });

@@ -12,8 +12,10 @@
  *  - direct_egress: the same egress (ours) vs the source's egress when the subscribers
  *    are attached to it directly;
  *  - deliveries_per_s: frames/s received by all subscribers via the relay vs directly;
- *  - added_p99_ms: p99 source→subscriber latency via the relay minus the probe's p99 in
- *    the same window (ours), vs the probe's p99 (the direct baseline it adds to);
+ *  - added_p99_ms / added_p50_ms: per frame, its arrival at a subscriber via the relay
+ *    minus its arrival (same sequence) at the probe subscribed directly, p99 / median over
+ *    the window (ours), vs the probe's own p99 / median source→subscriber latency;
+ *  - frames_per_message: how many frames a gRPC message carried (batches);
  *  - cpu_us_per_delivery: CPU time of the relay process per frame delivered (ours) vs the
  *    source process per frame delivered directly: what a delivery costs, whatever share of
  *    the machine the run got (1e6 / it = deliveries per second per core).
@@ -29,12 +31,17 @@ import { nodeEntryPoint } from "../cluster/launcher.js";
 import { percentile, row, type BenchRow } from "./harness.js";
 
 const STREAM = "bench";
+/** Time between the last subscription starting and the measuring window. */
+const WARMUP_MS = 3000;
+/** RELAY_BENCH_PROF=DIR: every child process (nodes, subscriber hosts) writes a V8 CPU profile into DIR. */
+const PROF = process.env["RELAY_BENCH_PROF"];
+const profArgs = (): string[] => (PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []);
 
 async function startNode(dir: string, config: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
   const id = (config["node"] as { id: string }).id;
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...profArgs()] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
@@ -45,7 +52,32 @@ async function startNode(dir: string, config: Record<string, unknown>): Promise<
 interface Meter {
   frames: number;
   bytes: number;
-  latencies: number[];
+  /** gRPC messages that carried those frames (a batch counts once). */
+  messages: number;
+  /** Flat triples: sequence, arrival time (ms since the epoch, sub-ms), published_at (ms). */
+  samples: number[];
+}
+
+/** Source→subscriber latencies (arrival − published_at) of the sampled frames, ms. */
+function latencies(m: Meter): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < m.samples.length; i += 3) out.push((m.samples[i + 1] as number) - (m.samples[i + 2] as number));
+  return out;
+}
+
+/**
+ * What the relay path adds, frame by frame: arrival via the relay minus the arrival of
+ * the same frame (same sequence) at the probe subscribed directly to the source.
+ */
+function addedLatencies(via: Meter, probe: Meter): number[] {
+  const direct = new Map<number, number>();
+  for (let i = 0; i < probe.samples.length; i += 3) direct.set(probe.samples[i] as number, probe.samples[i + 1] as number);
+  const out: number[] = [];
+  for (let i = 0; i < via.samples.length; i += 3) {
+    const d = direct.get(via.samples[i] as number);
+    if (d !== undefined) out.push((via.samples[i + 1] as number) - d);
+  }
+  return out;
 }
 
 /** A group of subscriber host processes. */
@@ -76,7 +108,7 @@ function request(child: ChildProcess, msg: unknown, until: (m: Record<string, un
 function subscribeMany(target: string, n: number, processes: number): Hosts {
   const script = join(dirname(fileURLToPath(import.meta.url)), "relay-subscribers.js");
   const k = Math.max(1, Math.min(processes, n));
-  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [] }));
+  const children = Array.from({ length: k }, () => fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: profArgs() }));
   const per = Math.ceil(n / k);
   const started = Promise.all(
     children.map(async (c, i) => {
@@ -93,7 +125,8 @@ function subscribeMany(target: string, n: number, processes: number): Hosts {
       return {
         frames: parts.reduce((a, p) => a + Number(p["frames"]), 0),
         bytes: parts.reduce((a, p) => a + Number(p["bytes"]), 0),
-        latencies: parts.flatMap((p) => p["latencies"] as number[]),
+        messages: parts.reduce((a, p) => a + Number(p["messages"]), 0),
+        samples: parts.flatMap((p) => p["samples"] as number[]),
       };
     },
     close: () => children.forEach((c) => c.send({ cmd: "close" })),
@@ -158,7 +191,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const via = subscribeMany(relay.address, subscribers, processes);
     const probe = subscribeMany(source.address, 1, 1);
     await Promise.all([via.started, probe.started]);
-    await new Promise((r) => setTimeout(r, 1000)); // warm up
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
     const ours = await window(seconds * 1000, src, [via, probe], relay.child);
     const [viaMeter, probeMeter] = ours.meters as [Meter, Meter];
     via.close();
@@ -167,7 +200,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     await new Promise((r) => setTimeout(r, 1500)); // the relay's upstream lingers out
     const direct = subscribeMany(source.address, subscribers, processes);
     await direct.started;
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
     const anchor = await window(seconds * 1000, src, [direct], source.child);
     const [directMeter] = anchor.meters as [Meter];
     direct.close();
@@ -179,16 +212,19 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const oneStream = (ours.framesPublished * frameBytes) / ours.seconds;
     const relayEgress = ours.egressBytes / ours.seconds - oneStream;
     const directEgress = anchor.egressBytes / anchor.seconds;
-    const p99Via = percentile(viaMeter.latencies, 99);
-    const p99Probe = percentile(probeMeter.latencies, 99);
+    const p99Via = percentile(latencies(viaMeter), 99);
+    const p99Probe = percentile(latencies(probeMeter), 99);
+    const added = addedLatencies(viaMeter, probeMeter);
     const note = `${subscribers} subscribers, 1 KiB frames every ${intervalMs} ms`;
     return [
       row("source_egress", "bytes/s", relayEgress, oneStream, `one subscriber's stream (${note})`, false),
       row("direct_egress", "bytes/s", relayEgress, directEgress, `same subscribers attached to the source`, false),
       row("deliveries_per_s", "frames/s", viaMeter.frames / ours.seconds, directMeter.frames / anchor.seconds, "same subscribers attached to the source", true),
-      row("added_p99_ms", "ms", p99Via - p99Probe, p99Probe, "p99 of a direct subscriber, same window", false),
+      row("added_p99_ms", "ms", percentile(added, 99), p99Probe, "per frame: via-relay arrival − direct probe's arrival; anchor: probe's p99", false),
+      row("added_p50_ms", "ms", percentile(added, 50), percentile(latencies(probeMeter), 50), "same, median; anchor: probe's median", false),
       row("cpu_us_per_delivery", "µs", (ours.cpu * 1e6) / Math.max(1, viaMeter.frames), (anchor.cpu * 1e6) / Math.max(1, directMeter.frames), "source process, subscribers attached directly", false),
-      row("p99_via_relay_ms", "ms", p99Via, percentile(directMeter.latencies, 99), "p99 with the subscribers attached to the source", false),
+      row("p99_via_relay_ms", "ms", p99Via, percentile(latencies(directMeter), 99), "p99 with the subscribers attached to the source", false),
+      row("frames_per_message", "frames", viaMeter.frames / Math.max(1, viaMeter.messages), directMeter.frames / Math.max(1, directMeter.messages), "subscribers attached to the source", true),
     ];
   } finally {
     src.close();

@@ -67,6 +67,15 @@ export interface SubscribeRequest {
    * characters.
    */
   subscriberId: string;
+  /**
+   * Most frames the subscriber accepts in one `batch` message. 0 or 1 (the default):
+   * every frame arrives in its own `frame` message and `batch` is never sent, which is
+   * what clients written before `batch` existed get. Larger values let the node put
+   * frames that are ready at the same moment (the subscriber or the node fell behind by
+   * a few frames) into one message: fewer messages per frame for both sides, same frames
+   * in the same order, metered the same. The node caps it at 256.
+   */
+  maxBatchFrames: number;
 }
 
 /** SubscribeResponse is one event of a subscription. */
@@ -82,7 +91,19 @@ export interface SubscribeResponse {
     | //
     /** Frames dropped because the subscriber was too slow. */
     { $case: "gap"; value: Gap }
+    | //
+    /**
+     * Several consecutive frames in one message, in sequence order; only sent to a
+     * subscriber that asked for it with `max_batch_frames` > 1.
+     */
+    { $case: "batch"; value: FrameBatch }
     | undefined;
+}
+
+/** FrameBatch carries frames that were ready at the same moment. */
+export interface FrameBatch {
+  /** The frames, in sequence order; at most the subscriber's `max_batch_frames`. */
+  frames: Frame[];
 }
 
 /** ReportUsageRequest carries usage records to store. */
@@ -361,7 +382,7 @@ export const PublishResponse: MessageFns<PublishResponse> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { stream: "", subscriberId: "" };
+  return { stream: "", subscriberId: "", maxBatchFrames: 0 };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -371,6 +392,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.subscriberId !== "") {
       writer.uint32(18).string(message.subscriberId);
+    }
+    if (message.maxBatchFrames !== 0) {
+      writer.uint32(24).uint32(message.maxBatchFrames);
     }
     return writer;
   },
@@ -404,6 +428,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.subscriberId = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxBatchFrames = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -424,6 +456,11 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
         : isSet(object.subscriber_id)
         ? globalThis.String(object.subscriber_id)
         : "",
+      maxBatchFrames: isSet(object.maxBatchFrames)
+        ? globalThis.Number(object.maxBatchFrames)
+        : isSet(object.max_batch_frames)
+        ? globalThis.Number(object.max_batch_frames)
+        : 0,
     };
   },
 
@@ -435,6 +472,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.subscriberId !== "") {
       obj.subscriberId = message.subscriberId;
     }
+    if (message.maxBatchFrames !== 0) {
+      obj.maxBatchFrames = Math.round(message.maxBatchFrames);
+    }
     return obj;
   },
 
@@ -445,6 +485,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     const message = createBaseSubscribeRequest();
     message.stream = object.stream ?? "";
     message.subscriberId = object.subscriberId ?? "";
+    message.maxBatchFrames = object.maxBatchFrames ?? 0;
     return message;
   },
 };
@@ -464,6 +505,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
         break;
       case "gap":
         Gap.encode(message.event.value, writer.uint32(26).fork()).join();
+        break;
+      case "batch":
+        FrameBatch.encode(message.event.value, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -506,6 +550,14 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
             message.event = { $case: "gap", value: Gap.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.event = { $case: "batch", value: FrameBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -526,6 +578,8 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
         ? { $case: "frame", value: Frame.fromJSON(object.frame) }
         : isSet(object.gap)
         ? { $case: "gap", value: Gap.fromJSON(object.gap) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: FrameBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -538,6 +592,8 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
       obj.frame = Frame.toJSON(message.event.value);
     } else if (message.event?.$case === "gap") {
       obj.gap = Gap.toJSON(message.event.value);
+    } else if (message.event?.$case === "batch") {
+      obj.batch = FrameBatch.toJSON(message.event.value);
     }
     return obj;
   },
@@ -566,7 +622,80 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
         }
         break;
       }
+      case "batch": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "batch", value: FrameBatch.fromPartial(object.event.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseFrameBatch(): FrameBatch {
+  return { frames: [] };
+}
+
+export const FrameBatch: MessageFns<FrameBatch> = {
+  encode(message: FrameBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.frames) {
+      Frame.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FrameBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFrameBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.frames.push(Frame.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FrameBatch {
+    return { frames: globalThis.Array.isArray(object?.frames) ? object.frames.map((e: any) => Frame.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: FrameBatch): unknown {
+    const obj: any = {};
+    if (message.frames?.length) {
+      obj.frames = message.frames.map((e) => Frame.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FrameBatch>, I>>(base?: I): FrameBatch {
+    return FrameBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FrameBatch>, I>>(object: I): FrameBatch {
+    const message = createBaseFrameBatch();
+    message.frames = object.frames?.map((e) => Frame.fromPartial(e)) || [];
     return message;
   },
 };
