@@ -4,7 +4,6 @@
  * With `manager` configured, it registers itself with the content manager at start
  * (retrying in the background until the manager answers).
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { z } from "zod";
 import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
@@ -17,7 +16,8 @@ import { bytes, hostPort } from "../runtime/units.js";
 import { badField, ContentNotFoundError, NodeFullError, NodeUnavailableError, PieceCorruptError } from "./errors.js";
 import { GrantSigner, grantKeysSchema } from "./grant.js";
 import { Pacer } from "./pacer.js";
-import { PieceStore } from "./piece-store.js";
+import { PieceStore, PieceTruncatedError } from "./piece-store.js";
+import { serializePieceResponse } from "../../clients/content/piece-wire.js";
 
 // Paced nodes send small chunks so pacing stays smooth; unpaced ones larger chunks, which
 // halves the per-message cost of a piece stream.
@@ -67,7 +67,10 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       }
     };
 
-    const service = ctx.implement(DistributionNodeServiceService, {
+    // GetPiece responses are encoded by hand: the payload is read from disk into the
+    // message buffer, so a chunk is not copied on its way to grpc-js.
+    const definition = { ...DistributionNodeServiceService, getPiece: { ...DistributionNodeServiceService.getPiece, responseSerialize: serializePieceResponse } };
+    const service = ctx.implement(definition, {
       putPiece: async (req) => {
         grants.verify(req.grant, ["manage"]);
         checkId(req.pieceId);
@@ -81,21 +84,22 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         if (claims.scope === "read") grants.checkTag(claims, kid, req.pieceId, req.accessTag);
         const rec = await pieces.get(req.pieceId);
         if (!rec) throw new ContentNotFoundError("piece", req.pieceId, "PIECE_NOT_FOUND");
-        const h = createHash("sha256");
-        let first = true;
+        // No re-hash here: the downloader authenticates every piece (AES-GCM under a key
+        // nodes never see) and peers re-hash what they copy; HasPieces(verify) and the
+        // repair pass check files at rest.
         streaming++;
         try {
-          for await (const chunk of pieces.open(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES)) {
-            h.update(chunk);
-            await pacer.take(chunk.length, call.signal);
-            await sink.send({ data: chunk, totalSize: first ? rec.size : 0 });
-            served += chunk.length;
-            first = false;
+          for await (const msg of pieces.readResponses(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES, rec.size)) {
+            await pacer.take(msg.data.length, call.signal);
+            await sink.send(msg);
+            served += msg.data.length;
           }
+        } catch (err) {
+          if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${req.pieceId} is shorter than recorded`);
+          throw err;
         } finally {
           streaming--;
         }
-        if (h.digest("hex") !== req.pieceId) throw new PieceCorruptError(`stored piece ${req.pieceId} no longer matches its hash`);
       },
       hasPieces: async (req) => {
         grants.verify(req.grant, ["manage"]);

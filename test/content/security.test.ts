@@ -82,7 +82,7 @@ describe("DistributionNodeService", () => {
       const s = await c.client.download(content.contentId, { hedgeFactor: 0, onEvent: (e) => e.type === "failover" && events.push(e.error) });
       assert.ok((await collect(s)).equals(data));
       // Whichever replica was asked first, the tampered one never delivered.
-      assert.ok(events.length === 0 || events.some((e) => /DATA_LOSS|match/.test(e)), events.join("\n"));
+      assert.ok(events.length === 0 || events.some((e) => /DATA_LOSS|match|authentication/.test(e)), events.join("\n"));
       const g = new GrantSigner(GRANT_KEYS).manage("test");
       const holder = new DistributionNodeClient(p.replicas[0]?.address as string);
       onCleanup(() => holder.close());

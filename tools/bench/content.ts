@@ -31,7 +31,7 @@ const MiB = 1024 * 1024;
 const KEYS = [{ id: "bench", secret: randomBytes(24).toString("hex") }];
 const TOKEN = randomBytes(16).toString("hex");
 
-function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
+export function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
   const node = cfg["node"] as Record<string, unknown>;
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${String(node["id"])}.yaml`);
@@ -43,7 +43,7 @@ function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: 
   });
 }
 
-async function cluster(dir: string, limit: number): Promise<{ client: ContentClient; children: ChildProcess[] }> {
+export async function cluster(dir: string, limit: number): Promise<{ client: ContentClient; children: ChildProcess[] }> {
   const children: ChildProcess[] = [];
   const nodes: string[] = [];
   for (let i = 1; i <= 4; i++) {
@@ -59,7 +59,7 @@ async function cluster(dir: string, limit: number): Promise<{ client: ContentCli
   return { client: new ContentClient(m.address, { token: TOKEN }), children };
 }
 
-function makeFile(path: string, size: number): string {
+export function makeFile(path: string, size: number): string {
   const block = randomBytes(8 * MiB);
   const fd = openSync(path, "w");
   const out = createHash("sha256");
@@ -73,7 +73,7 @@ function makeFile(path: string, size: number): string {
 }
 
 /** Downloads and hashes; returns MiB/s. */
-async function download(client: ContentClient, id: string, want: string, concurrency: number): Promise<number> {
+export async function download(client: ContentClient, id: string, want: string, concurrency: number): Promise<number> {
   const t0 = performance.now();
   const h = createHash("sha256");
   let n = 0;
