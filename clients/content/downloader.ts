@@ -109,6 +109,9 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
   const out = new Readable({
+    // Object mode: each decrypted chunk is handed out as is (byte mode would join the
+    // buffered chunks into a new Buffer on every read).
+    objectMode: true,
     highWaterMark: 1,
     read() {
       wantMore = true;
