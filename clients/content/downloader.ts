@@ -6,13 +6,13 @@
  * the first pieces can be consumed (played) while later ones still arrive. At most
  * `window` pieces are held, so memory does not grow with the content's size.
  */
-import { createHash } from "node:crypto";
+import { createDecipheriv } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { Readable } from "node:stream";
 import { status as Status } from "@grpc/grpc-js";
 import type { Manifest, ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
 import { parseRichError, describeError, type ChannelSettings } from "../grpc/index.js";
-import { decryptPiece, PieceAuthError } from "./crypto.js";
+import { PieceAuthError, TAG_BYTES } from "./crypto.js";
 import { NodeClientPool } from "./node-client.js";
 
 /** Options of a download. */
@@ -95,7 +95,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     }
   }
   let globalMsPerByte: number | undefined;
-  const ready = new Map<number, Buffer>();
+  const ready = new Map<number, Buffer[]>();
   let launched = 0;
   let emitted = 0;
   let active = 0;
@@ -109,6 +109,9 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
   const out = new Readable({
+    // Object mode: each decrypted chunk is handed out as is (byte mode would join the
+    // buffered chunks into a new Buffer on every read).
+    objectMode: true,
     highWaterMark: 1,
     read() {
       wantMore = true;
@@ -132,10 +135,10 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   const flush = (): void => {
     if (failed || out.destroyed) return;
     while (wantMore && ready.has(emitted)) {
-      const buf = ready.get(emitted) as Buffer;
+      const bufs = ready.get(emitted) as Buffer[];
       ready.delete(emitted);
       emitted++;
-      wantMore = out.push(buf);
+      for (const b of bufs) wantMore = out.push(b);
     }
     if (emitted === pieces.length) {
       finish();
@@ -188,23 +191,47 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     return best;
   };
 
-  /** One attempt on one node: fetch, verify, decrypt. */
-  const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer> => {
+  /**
+   * One attempt on one node: decrypts each chunk as it arrives and authenticates the
+   * whole piece with its GCM tag at the end; nothing is handed out before the tag
+   * verified. The key never reaches the nodes, so the tag also proves the bytes are the
+   * piece the manifest names (a node cannot produce another ciphertext that passes).
+   */
+  const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer[]> => {
     const s = nodes.get(nodeId) as NodeStat;
     s.inflight++;
     const t0 = performance.now();
     try {
-      const stored = await pool.get(addressOf.get(nodeId) as string).get(
+      if (p.storedSize < TAG_BYTES) throw new PieceAuthError(`piece ${p.index} is shorter than its tag`);
+      const bodyBytes = p.storedSize - TAG_BYTES;
+      const d = createDecipheriv("aes-256-gcm", p.key, p.nonce);
+      const plain: Buffer[] = [];
+      const tag = Buffer.alloc(TAG_BYTES);
+      let got = 0;
+      for await (const chunk of pool.get(addressOf.get(nodeId) as string).stream(
         { grant, pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: p.storedSize },
         { signal, deadline: Date.now() + attemptTimeout },
-      );
-      if (stored.length !== p.storedSize || createHash("sha256").update(stored).digest("hex") !== p.pieceId) {
-        throw new PieceAuthError(`piece ${p.index} from ${nodeId} does not match its hash (tampered or corrupt)`);
+      )) {
+        const body = Math.max(0, Math.min(chunk.length, bodyBytes - got));
+        if (body > 0) {
+          const out = d.update(body === chunk.length ? chunk : chunk.subarray(0, body));
+          if (out.length) plain.push(out);
+        }
+        if (body < chunk.length) chunk.copy(tag, got + body - bodyBytes, body);
+        got += chunk.length;
       }
-      const plain = decryptPiece(stored, p.key, p.nonce);
-      if (plain.length !== p.size) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${plain.length} bytes, expected ${p.size}`);
+      if (got !== p.storedSize) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${got} stored bytes, expected ${p.storedSize}`);
+      d.setAuthTag(tag);
+      try {
+        const fin = d.final();
+        if (fin.length) plain.push(fin);
+      } catch (err) {
+        throw new PieceAuthError(`piece ${p.index} from ${nodeId} failed authentication (tampered or corrupt)`, { cause: err });
+      }
+      const size = plain.reduce((n, b) => n + b.length, 0);
+      if (size !== p.size) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${size} bytes, expected ${p.size}`);
       const ms = performance.now() - t0;
-      const mpb = ms / Math.max(1, stored.length) / Math.max(1, s.inflight);
+      const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;
       globalMsPerByte = globalMsPerByte === undefined ? mpb : globalMsPerByte * 0.8 + mpb * 0.2;
       s.failures = 0;
@@ -214,7 +241,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     }
   };
 
-  const fetchPiece = async (p: ManifestPiece): Promise<Buffer> => {
+  const fetchPiece = async (p: ManifestPiece): Promise<Buffer[]> => {
     if (p.replicas.length === 0) throw new PieceUnavailableError(`piece ${p.index} has no replica`);
     let lastErr: unknown;
     for (let round = 0; round < maxRounds; round++) {
@@ -227,9 +254,9 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         try {
           const { plain, node } = await race(p, first, tried);
           stats.pieces++;
-          stats.bytes += plain.length;
+          stats.bytes += p.size;
           stats.byNode[node] = (stats.byNode[node] ?? 0) + p.storedSize;
-          opts.onEvent?.({ type: "piece", index: p.index, bytes: plain.length, node, ms: 0, delivered: stats.bytes });
+          opts.onEvent?.({ type: "piece", index: p.index, bytes: p.size, node, ms: 0, delivered: stats.bytes });
           return plain;
         } catch (err) {
           if (stop.signal.aborted) throw stop.signal.reason;
@@ -253,7 +280,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   };
 
   /** Fetches from `first`, adding a hedge on another replica when it is slow. */
-  const race = (p: ManifestPiece, first: string, tried: Set<string>): Promise<{ plain: Buffer; node: string }> =>
+  const race = (p: ManifestPiece, first: string, tried: Set<string>): Promise<{ plain: Buffer[]; node: string }> =>
     new Promise((resolve, reject) => {
       const controllers: AbortController[] = [];
       let settled = false;

@@ -22,7 +22,7 @@ import { msToDuration } from "../grpc/duration.js";
 export type { Content, DistributionNode, HistoryEntry, Manifest, ReplicaPolicy, UploadHeader, LocatePieceResponse, RepairResponse, DeleteContentResponse };
 
 /** How the client proves who it is. */
-export type ManagerCredentials = { kind: "token"; token: string } | { kind: "grant"; token: () => Uint8Array };
+export type ManagerCredentials = { kind: "token"; token: string };
 
 /** Options of a ContentManagerClient. */
 export interface ManagerClientOptions {
@@ -49,7 +49,7 @@ export class ContentManagerClient {
   metadata(): Metadata {
     const md = new Metadata();
     const c = this.opts.credentials;
-    md.set("authorization", c.kind === "token" ? `Bearer ${c.token}` : `Grant ${Buffer.from(c.token()).toString("utf8")}`);
+    md.set("authorization", `Bearer ${c.token}`);
     return md;
   }
 

@@ -5,11 +5,13 @@
 import { Metadata, type ClientReadableStream } from "@grpc/grpc-js";
 import {
   DistributionNodeServiceClient,
+  DistributionNodeServiceService,
   type GetNodeStatusResponse,
   type GetPieceResponse,
 } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 import { dial, type ChannelSettings } from "../grpc/channel.js";
 import { unary, type CallSettings } from "../grpc/call.js";
+import { deserializePieceResponse } from "./piece-wire.js";
 
 export type { GetNodeStatusResponse };
 
@@ -37,33 +39,49 @@ export class DistributionNodeClient {
   }
 
   /**
-   * Streams a piece's stored bytes. `onChunk` sees every chunk as it arrives (progress,
-   * hedging decisions); the result is the whole piece. `maxBytes` bounds what a peer may
-   * send. Cancelled through `signal`.
+   * Streams a piece's stored bytes as they arrive (each chunk a view into the received
+   * message, not a copy). `maxBytes` bounds what a peer may send. Cancelled through
+   * `signal`, or by leaving the loop early.
    */
-  async get(
+  async *stream(
     req: { grant: Uint8Array; pieceId: string; accessTag?: Uint8Array; maxBytes: number },
-    opts: { signal?: AbortSignal; onChunk?: (n: number) => void; deadline?: Date | number } = {},
-  ): Promise<Buffer> {
-    const call: ClientReadableStream<GetPieceResponse> = this.raw.getPiece(
+    opts: { signal?: AbortSignal; deadline?: Date | number } = {},
+  ): AsyncGenerator<Buffer> {
+    const def = DistributionNodeServiceService.getPiece;
+    const call: ClientReadableStream<GetPieceResponse> = this.raw.makeServerStreamRequest(
+      def.path,
+      def.requestSerialize,
+      deserializePieceResponse,
       { grant: Buffer.from(req.grant), pieceId: req.pieceId, accessTag: Buffer.from(req.accessTag ?? []) },
       new Metadata(),
       opts.deadline !== undefined ? { deadline: opts.deadline } : {},
     );
     const onAbort = (): void => call.cancel();
+    if (opts.signal?.aborted) call.cancel();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    const chunks: Buffer[] = [];
     let total = 0;
     try {
       for await (const msg of call as AsyncIterable<GetPieceResponse>) {
         total += msg.data.length;
         if (total > req.maxBytes) throw new Error(`node ${this.address} sent more than ${req.maxBytes} bytes for piece ${req.pieceId}`);
-        chunks.push(msg.data);
-        opts.onChunk?.(msg.data.length);
+        yield msg.data;
       }
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
       call.cancel();
+    }
+  }
+
+  /** A piece's stored bytes, whole (see `stream`). */
+  async get(
+    req: { grant: Uint8Array; pieceId: string; accessTag?: Uint8Array; maxBytes: number },
+    opts: { signal?: AbortSignal; deadline?: Date | number } = {},
+  ): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const c of this.stream(req, opts)) {
+      chunks.push(c);
+      total += c.length;
     }
     return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
   }

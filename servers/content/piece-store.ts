@@ -7,11 +7,17 @@
  * index) are removed at open.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes, createHash } from "node:crypto";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { PIECE_ID } from "../../clients/content/crypto.js";
+import { allocPieceChunk, finishPieceChunk, PIECE_HEADROOM, type EncodedPieceResponse } from "../../clients/content/piece-wire.js";
+
+/** A piece file is shorter than its index record says. */
+export class PieceTruncatedError extends Error {
+  override name = "PieceTruncatedError";
+}
 
 /** Index record of one stored piece. */
 export interface PieceRecord {
@@ -109,6 +115,32 @@ export class PieceStore {
   /** A read stream of the piece's bytes (chunks of `chunkBytes`). */
   open(id: string, chunkBytes: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
     return createReadStream(this.path(id), { highWaterMark: chunkBytes }) as unknown as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+  }
+
+  /**
+   * The piece as ready-encoded GetPieceResponse messages of up to `chunkBytes` payload
+   * each, read from disk straight into the message buffers (no copy). The first carries
+   * `totalSize`. Throws PieceTruncatedError when the file is shorter than recorded.
+   */
+  async *readResponses(id: string, chunkBytes: number, size: number): AsyncGenerator<EncodedPieceResponse> {
+    const fh = await open(this.path(id), "r");
+    try {
+      let pos = 0;
+      while (pos < size) {
+        const want = Math.min(chunkBytes, size - pos);
+        const buf = allocPieceChunk(want);
+        let n = 0;
+        while (n < want) {
+          const { bytesRead } = await fh.read(buf, PIECE_HEADROOM + n, want - n, pos + n);
+          if (bytesRead === 0) throw new PieceTruncatedError(`piece file ${id} is shorter than its recorded ${size} bytes`);
+          n += bytesRead;
+        }
+        yield finishPieceChunk(buf, n, pos === 0 ? size : 0);
+        pos += n;
+      }
+    } finally {
+      await fh.close();
+    }
   }
 
   /** True when the stored bytes still hash to the id. */

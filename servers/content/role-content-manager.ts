@@ -1,7 +1,7 @@
 /**
  * Role "content-manager": the management server and portal of the content system
  * (ContentManagerService). Callers authenticate with configured bearer tokens;
- * distribution nodes register themselves with a node grant.
+ * distribution nodes register themselves with a token that has the register permission.
  */
 import { z } from "zod";
 import { ContentManagerServiceService } from "../../gen/switchyard/content/v1/content_manager_service.js";
@@ -11,12 +11,12 @@ import type { CallContext } from "../runtime/service.js";
 import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration, hostPort } from "../runtime/units.js";
 import { ContentAuthError, ContentPermissionError } from "./errors.js";
-import { GrantSigner, grantKeysSchema } from "./grant.js";
+import { GrantSigner, grantPrivateKeysSchema } from "./grant.js";
 import { Manager, type Caller } from "./manager.js";
 
 /** What a token may do. */
-const PERMISSIONS = ["upload", "download", "admin"] as const;
-type Permission = (typeof PERMISSIONS)[number] | "register";
+const PERMISSIONS = ["upload", "download", "admin", "register"] as const;
+type Permission = (typeof PERMISSIONS)[number];
 
 /** Options of the content manager (section `contentManager`). */
 export const contentManagerConfigSchema = z.strictObject({
@@ -25,12 +25,12 @@ export const contentManagerConfigSchema = z.strictObject({
       z.strictObject({
         principal: z.string().min(1).max(128).describe("who the token stands for (history, ownership)"),
         token: z.string().min(16, "at least 16 characters").describe("bearer token the caller presents"),
-        permissions: z.array(z.enum(PERMISSIONS)).min(1).describe("upload, download and/or admin"),
+        permissions: z.array(z.enum(PERMISSIONS)).min(1).describe("upload, download, admin and/or register (what distribution nodes use to add themselves)"),
       }),
     )
     .min(1)
     .describe("callers and what each may do"),
-  grantKeys: grantKeysSchema,
+  grantKeys: grantPrivateKeysSchema,
   nodes: z.array(hostPort()).default([]).describe("distribution nodes to add at start (they may also register themselves)"),
   chunking: z.enum(["fixed", "content-defined"]).default("content-defined").describe("default chunking; default content-defined"),
   pieceSize: bytes().default(1024 * 1024).describe("default (average) piece size; default 1MiB"),
@@ -104,16 +104,11 @@ export const contentManagerRole: RoleDefinition<ContentManagerConfig> = {
       const header = call.metadata.get("authorization")[0];
       const value = typeof header === "string" ? header : header?.toString("utf8");
       if (!value) throw new ContentAuthError("authorization metadata is required (Bearer <token>)", "TOKEN_MISSING");
-      if (value.startsWith("Grant ")) {
-        const { claims } = grants.verify(Buffer.from(value.slice(6), "utf8"), ["node"]);
-        if (need !== "register") throw new ContentPermissionError("a node grant may only register the node", "PERMISSION_MISSING");
-        return { principal: claims.sub, peer: call.peer };
-      }
       if (!value.startsWith("Bearer ")) throw new ContentAuthError("authorization must be 'Bearer <token>'", "TOKEN_MISSING");
       const t = tokens.get(value.slice(7));
       if (!t) throw new ContentAuthError("unknown token", "TOKEN_UNKNOWN");
       const perms = t.permissions as string[];
-      const ok = perms.includes("admin") || perms.includes(need) || (need === "register" && perms.includes("admin"));
+      const ok = perms.includes("admin") || perms.includes(need);
       if (!ok) throw new ContentPermissionError(`token of ${t.principal} lacks the ${need} permission`, "PERMISSION_MISSING");
       return { principal: t.principal, peer: call.peer };
     };

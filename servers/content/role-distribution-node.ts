@@ -1,10 +1,10 @@
 /**
  * Role "distribution-node": stores encrypted pieces and serves them (DistributionNodeService).
- * Verifies every grant by itself with the shared grant keys; never sees content keys.
+ * Verifies every grant by itself with the manager's Ed25519 public keys (it holds no
+ * key that could sign one); never sees content keys.
  * With `manager` configured, it registers itself with the content manager at start
  * (retrying in the background until the manager answers).
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { z } from "zod";
 import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
@@ -15,9 +15,10 @@ import { describeError, sleep } from "../../clients/grpc/index.js";
 import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, hostPort } from "../runtime/units.js";
 import { badField, ContentNotFoundError, NodeFullError, NodeUnavailableError, PieceCorruptError } from "./errors.js";
-import { GrantSigner, grantKeysSchema } from "./grant.js";
+import { GrantVerifier, grantPublicKeysSchema } from "./grant.js";
 import { Pacer } from "./pacer.js";
-import { PieceStore } from "./piece-store.js";
+import { PieceStore, PieceTruncatedError } from "./piece-store.js";
+import { serializePieceResponse } from "../../clients/content/piece-wire.js";
 
 // Paced nodes send small chunks so pacing stays smooth; unpaced ones larger chunks, which
 // halves the per-message cost of a piece stream.
@@ -30,8 +31,9 @@ export const distributionNodeConfigSchema = z.strictObject({
   securityRank: z.number().int().min(0).max(1000).default(1).describe("security rank placement matches against content; default 1"),
   bandwidthLimit: bytes().default(0).describe("GetPiece bytes per second for the whole node; 0 = unlimited (default)"),
   maxPieceSize: bytes().default(16 * 1024 * 1024).describe("largest piece accepted; default 16MiB"),
-  grantKeys: grantKeysSchema,
+  grantKeys: grantPublicKeysSchema,
   manager: hostPort().optional().describe("content manager to register with at start; unset: wait to be added"),
+  managerToken: z.string().min(16).optional().describe("bearer token with the register permission, to register with `manager`"),
   registerRetry: z.number().int().min(1).default(60).describe("registration attempts before giving up; default 60"),
 });
 
@@ -47,7 +49,7 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
     const cfg = ctx.config.roleConfig;
     const nodeId = ctx.config.node.id;
     const pieces = await PieceStore.open(join(ctx.config.dataDir, "pieces"), ctx.store, cfg.capacity);
-    const grants = new GrantSigner(cfg.grantKeys);
+    const grants = new GrantVerifier(cfg.grantKeys);
     const pacer = new Pacer(cfg.bandwidthLimit);
     const peers = new NodeClientPool(ctx.channel);
     let served = 0;
@@ -67,7 +69,10 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       }
     };
 
-    const service = ctx.implement(DistributionNodeServiceService, {
+    // GetPiece responses are encoded by hand: the payload is read from disk into the
+    // message buffer, so a chunk is not copied on its way to grpc-js.
+    const definition = { ...DistributionNodeServiceService, getPiece: { ...DistributionNodeServiceService.getPiece, responseSerialize: serializePieceResponse } };
+    const service = ctx.implement(definition, {
       putPiece: async (req) => {
         grants.verify(req.grant, ["manage"]);
         checkId(req.pieceId);
@@ -81,21 +86,22 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         if (claims.scope === "read") grants.checkTag(claims, kid, req.pieceId, req.accessTag);
         const rec = await pieces.get(req.pieceId);
         if (!rec) throw new ContentNotFoundError("piece", req.pieceId, "PIECE_NOT_FOUND");
-        const h = createHash("sha256");
-        let first = true;
+        // No re-hash here: the downloader authenticates every piece (AES-GCM under a key
+        // nodes never see) and peers re-hash what they copy; HasPieces(verify) and the
+        // repair pass check files at rest.
         streaming++;
         try {
-          for await (const chunk of pieces.open(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES)) {
-            h.update(chunk);
-            await pacer.take(chunk.length, call.signal);
-            await sink.send({ data: chunk, totalSize: first ? rec.size : 0 });
-            served += chunk.length;
-            first = false;
+          for await (const msg of pieces.readResponses(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES, rec.size)) {
+            await pacer.take(msg.data.length, call.signal);
+            await sink.send(msg);
+            served += msg.data.length;
           }
+        } catch (err) {
+          if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${req.pieceId} is shorter than recorded`);
+          throw err;
         } finally {
           streaming--;
         }
-        if (h.digest("hex") !== req.pieceId) throw new PieceCorruptError(`stored piece ${req.pieceId} no longer matches its hash`);
       },
       hasPieces: async (req) => {
         grants.verify(req.grant, ["manage"]);
@@ -151,7 +157,11 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
 
     const register = async (advertised: string): Promise<void> => {
       if (!cfg.manager) return;
-      const manager = new ContentManagerClient(cfg.manager, { credentials: { kind: "grant", token: () => grants.sign({ sub: `node:${nodeId}`, scope: "node", exp: Date.now() + 60_000 }).token }, channel: ctx.channel });
+      if (!cfg.managerToken) {
+        ctx.log.warn({ manager: cfg.manager }, "distributionNode.managerToken is not set: cannot register with the manager; add this node with AddNode");
+        return;
+      }
+      const manager = new ContentManagerClient(cfg.manager, { credentials: { kind: "token", token: cfg.managerToken }, channel: ctx.channel });
       try {
         for (let attempt = 1; attempt <= cfg.registerRetry && !ctx.shutdown.aborted; attempt++) {
           try {

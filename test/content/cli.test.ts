@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { cliEntryPoint } from "../../tools/cluster/launcher.js";
 import { tempDir } from "../helpers/nodes.js";
+import { GrantSigner, GrantVerifier, publicKeyOf } from "../../servers/content/grant.js";
 import { ADMIN_TOKEN, startContentCluster, testBytes } from "./cluster.js";
 
 const run = promisify(execFile);
@@ -32,5 +33,15 @@ describe("switchyard content (CLI)", () => {
     assert.match(nodes, /dn-2.*active/);
     assert.match((await cli("rm", id)).stdout, /4 pieces removed/);
     await assert.rejects(cli("download", id, "--out", out), (err: { stderr: string }) => /NOT_FOUND/.test(err.stderr));
+  });
+
+  it("keygen prints an Ed25519 key pair whose halves configure a manager and a node", async () => {
+    const { stdout } = await run(process.execPath, [cliEntryPoint(), "content", "keygen", "k9"]);
+    const priv = /privateKey: "([^"]+)"/.exec(stdout)?.[1] as string;
+    const pub = /publicKey: "([^"]+)"/.exec(stdout)?.[1] as string;
+    assert.equal(publicKeyOf(priv), pub);
+    const signer = new GrantSigner([{ id: "k9", privateKey: priv }]);
+    const verifier = new GrantVerifier([{ id: "k9", publicKey: pub }]);
+    assert.equal(verifier.verify(signer.manage("t"), ["manage"]).kid, "k9");
   });
 });

@@ -7,12 +7,17 @@ import type { Manager } from "../../servers/content/manager.js";
 import { ContentClient } from "../../clients/content/index.js";
 import { onCleanup, startTestNode } from "../helpers/nodes.js";
 
-export const GRANT_KEYS = [{ id: "k1", secret: "test-grant-secret-0123456789abcdef" }];
+/** The manager's Ed25519 grant key (tests only). */
+export const GRANT_KEYS = [{ id: "k1", privateKey: "5jK7/h5RLwmMcRCuF8oQ+XjJzrlaPympmTh4k2c4MZ0=" }];
+/** Its public half: all a node holds. */
+export const NODE_GRANT_KEYS = [{ id: "k1", publicKey: "snfWE7RTkbP/eLnb/zH88Nk1cgmUHQBFvGRVDI68AzY=" }];
 export const ADMIN_TOKEN = "admin-token-0123456789";
 export const READER_TOKEN = "reader-token-0123456789";
+export const NODE_TOKEN = "node-register-token-0123456789";
 export const TOKENS = [
   { principal: "admin", token: ADMIN_TOKEN, permissions: ["admin"] },
   { principal: "reader", token: READER_TOKEN, permissions: ["download"] },
+  { principal: "nodes", token: NODE_TOKEN, permissions: ["register"] },
 ];
 
 /** A running content cluster. */
@@ -27,7 +32,7 @@ export interface ContentCluster {
 
 /** Node role config with the test grant keys. */
 export function nodeConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { grantKeys: GRANT_KEYS, ...extra };
+  return { grantKeys: NODE_GRANT_KEYS, ...extra };
 }
 
 /** Manager role config with the test tokens and keys. */

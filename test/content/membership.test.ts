@@ -7,7 +7,7 @@ import { GrantSigner } from "../../servers/content/grant.js";
 import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
 import type { RunningNode } from "../../servers/runtime/node.js";
 import { eventually, onCleanup, spawnNode, startTestNode, tempDir } from "../helpers/nodes.js";
-import { ADMIN_TOKEN, GRANT_KEYS, READER_TOKEN, TOKENS, collect, chunks, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
+import { ADMIN_TOKEN, GRANT_KEYS, NODE_TOKEN, READER_TOKEN, TOKENS, collect, chunks, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
 
 const g = new GrantSigner(GRANT_KEYS);
 
@@ -88,6 +88,16 @@ describe("ContentManagerService", () => {
       const m = await c2.manager.getManifest(content.contentId);
       for (const p of m.pieces) assert.equal(new Set(p.replicas.map((r) => r.nodeId)).size, 2);
       assert.equal(await c2.manager.removeNode("rdn-1"), 0);
+    });
+  });
+
+  describe("AddNode", () => {
+    it("registers a node that starts with the manager's address and a register token, and nothing more", async () => {
+      const c = await startContentCluster(1);
+      await startTestNode(distributionNodeRole, { id: "reg-1", roleConfig: nodeConfig({ manager: c.manager.address, managerToken: NODE_TOKEN }) });
+      await eventually(async () => (await c.client.manager.listNodes()).some((x) => x.nodeId === "reg-1"), 20_000);
+      const nodeClient = c.clientFor(NODE_TOKEN);
+      await assert.rejects(nodeClient.manager.listContents(), (err) => parseRichError(err).errorInfo?.reason === "PERMISSION_MISSING");
     });
   });
 

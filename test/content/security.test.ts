@@ -4,9 +4,10 @@ import { status as Status } from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { decryptPiece, DistributionNodeClient, PieceAuthError, PieceUnavailableError } from "../../clients/content/index.js";
 import { parseRichError } from "../../clients/grpc/index.js";
-import { GrantSigner } from "../../servers/content/grant.js";
+import { generateGrantKey, GrantSigner } from "../../servers/content/grant.js";
 import type { PieceStore } from "../../servers/content/piece-store.js";
-import { ADMIN_TOKEN, GRANT_KEYS, READER_TOKEN, collect, chunks, startContentCluster, testBytes } from "./cluster.js";
+import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
+import { ADMIN_TOKEN, GRANT_KEYS, NODE_GRANT_KEYS, READER_TOKEN, collect, chunks, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
 import { onCleanup } from "../helpers/nodes.js";
 
 const expectStatus = (code: Status, reason: string) => (err: unknown) => {
@@ -30,7 +31,7 @@ describe("DistributionNodeService", () => {
       const ok = await node.get({ grant, pieceId: p0.pieceId, accessTag: p0.accessTag, maxBytes: 1 << 20 });
       assert.equal(ok.length, p0.storedSize);
 
-      const forger = new GrantSigner([{ id: "k1", secret: "not-the-real-secret-000000000000000" }]);
+      const forger = new GrantSigner([{ id: "k1", privateKey: generateGrantKey("k1").privateKey }]);
       const forged = forger.sign({ sub: "mallory", scope: "read", exp: Date.now() + 60_000 });
       await assert.rejects(node.get({ grant: forged.token, pieceId: p0.pieceId, accessTag: forger.accessTag(forged.claims, p0.pieceId), maxBytes: 1 << 20 }), expectStatus(Status.UNAUTHENTICATED, "GRANT_INVALID"));
 
@@ -46,6 +47,35 @@ describe("DistributionNodeService", () => {
       await assert.rejects(node.delete(grant, p0.pieceId), expectStatus(Status.PERMISSION_DENIED, "GRANT_SCOPE"));
       await assert.rejects(node.get({ grant: Buffer.from("garbage"), pieceId: p0.pieceId, maxBytes: 1 }), expectStatus(Status.UNAUTHENTICATED, "GRANT_INVALID"));
       await assert.rejects(node.get({ grant: Buffer.alloc(0), pieceId: "../../etc/passwd", maxBytes: 1 }), expectStatus(Status.UNAUTHENTICATED, "GRANT_MISSING"));
+    });
+
+    it("accepts no grant minted with a node's own key material", async () => {
+      const c = await startContentCluster(1, { manager: { replicationFactor: 1, minReplicas: 1 } });
+      const content = await c.client.upload("n", chunks(testBytes(10_000)), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
+      const p = (await c.client.manager.getManifest(content.contentId)).pieces[0];
+      assert.ok(p);
+      const node = new DistributionNodeClient(c.nodes[0]?.address as string);
+      onCleanup(() => node.close());
+      // All a node is configured with is the manager's public key; used as a signing seed it
+      // yields grants and tags the node refuses, and a private key is not a node option.
+      const held = nodeConfig()["grantKeys"] as typeof NODE_GRANT_KEYS;
+      assert.deepEqual(Object.keys(held[0] ?? {}).sort(), ["id", "publicKey"]);
+      const mallory = new GrantSigner(held.map((k) => ({ id: k.id, privateKey: k.publicKey })));
+      const forged = mallory.sign({ sub: "node", scope: "read", exp: Date.now() + 60_000 });
+      await assert.rejects(
+        node.get({ grant: forged.token, pieceId: p.pieceId, accessTag: mallory.accessTag(forged.claims, p.pieceId), maxBytes: 1 << 20 }),
+        expectStatus(Status.UNAUTHENTICATED, "GRANT_INVALID"),
+      );
+      await assert.rejects(node.delete(mallory.manage("node"), p.pieceId), expectStatus(Status.UNAUTHENTICATED, "GRANT_INVALID"));
+      // A real grant with a tag signed by another key does not open the piece either.
+      const m = await c.client.manager.getManifest(content.contentId);
+      const other = new GrantSigner([{ id: "k1", privateKey: generateGrantKey("k1").privateKey }]);
+      const claims = new GrantSigner(GRANT_KEYS).verify(m.grant?.token, ["read"]).claims;
+      await assert.rejects(
+        node.get({ grant: m.grant?.token as Buffer, pieceId: p.pieceId, accessTag: other.accessTag(claims, p.pieceId), maxBytes: 1 << 20 }),
+        expectStatus(Status.PERMISSION_DENIED, "ACCESS_TAG_INVALID"),
+      );
+      assert.throws(() => distributionNodeRole.configSchema.parse({ grantKeys: GRANT_KEYS }));
     });
 
     it("refuses a piece whose bytes do not match its id", async () => {
@@ -82,7 +112,7 @@ describe("DistributionNodeService", () => {
       const s = await c.client.download(content.contentId, { hedgeFactor: 0, onEvent: (e) => e.type === "failover" && events.push(e.error) });
       assert.ok((await collect(s)).equals(data));
       // Whichever replica was asked first, the tampered one never delivered.
-      assert.ok(events.length === 0 || events.some((e) => /DATA_LOSS|match/.test(e)), events.join("\n"));
+      assert.ok(events.length === 0 || events.some((e) => /DATA_LOSS|match|authentication/.test(e)), events.join("\n"));
       const g = new GrantSigner(GRANT_KEYS).manage("test");
       const holder = new DistributionNodeClient(p.replicas[0]?.address as string);
       onCleanup(() => holder.close());

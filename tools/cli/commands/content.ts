@@ -16,6 +16,7 @@ import { describeError } from "../../../clients/grpc/call.js";
 import { ChunkingMode, HistoryKind, NodeState } from "../../../gen/switchyard/content/v1/content.js";
 import type { ClusterEntry } from "../../cluster/launcher.js";
 import { clientSettings } from "../settings.js";
+import { generateGrantKey } from "../../../servers/content/grant.js";
 
 interface Common {
   manager?: string;
@@ -274,6 +275,17 @@ export function registerContent(program: Command): void {
         }
       }),
     );
+
+  content
+    .command("keygen [id]")
+    .description("print a fresh Ed25519 grant key: privateKey for contentManager.grantKeys, publicKey for distributionNode.grantKeys")
+    .action((id: string | undefined) => {
+      const k = generateGrantKey(id ?? `k${new Date().toISOString().slice(0, 10).replaceAll("-", "")}`);
+      process.stdout.write(
+        `# contentManager.grantKeys (keep secret; put it first to sign with it):\n- { id: ${k.id}, privateKey: "${k.privateKey}" }\n` +
+          `# distributionNode.grantKeys (public):\n- { id: ${k.id}, publicKey: "${k.publicKey}" }\n`,
+      );
+    });
 
   content
     .command("history")

@@ -226,13 +226,16 @@ export interface ManifestPiece {
   nonce: Buffer;
   /** Nodes that hold the piece, in the manager's order of preference. */
   replicas: PieceReplica[];
-  /** Per-grant access tag for this piece: the node checks it with the grant (16 bytes). */
+  /**
+   * Per-grant access tag for this piece: the manager's Ed25519 signature over the grant id
+   * and the piece id (64 bytes), which the node checks with the manager's public key.
+   */
   accessTag: Buffer;
 }
 
 /**
  * Grant is a short-lived, signed permission that distribution nodes verify by themselves
- * (HMAC-SHA-256 under a key id shared by the manager and the nodes).
+ * (Ed25519 under a key id; nodes hold only the manager's public keys).
  */
 export interface Grant {
   /** Opaque signed token; pass it unchanged to the nodes. */
