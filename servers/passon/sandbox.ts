@@ -45,6 +45,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   current: Pending | undefined;
+  /** The worker finished starting (jobs go only to ready workers, so start-up never counts against a time limit). */
+  ready: boolean;
 }
 
 /** Thrown by run() when the queue is full. */
@@ -76,7 +78,7 @@ export class Sandbox {
 
   constructor(private readonly opts: SandboxOptions) {
     for (let i = 0; i < Math.max(1, opts.workers); i++) {
-      const slot: Slot = { worker: undefined as unknown as Worker, current: undefined };
+      const slot: Slot = { worker: undefined as unknown as Worker, current: undefined, ready: false };
       slot.worker = this.spawn(slot);
       this.slots.push(slot);
     }
@@ -88,8 +90,13 @@ export class Sandbox {
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
     });
     worker.unref();
-    worker.on("message", (msg: { id: number; reply: SandboxReply }) => {
-      if (slot.worker === worker && slot.current?.id === msg.id) this.finish(slot, msg.reply);
+    slot.ready = false;
+    worker.on("message", (msg: { id: number; reply: SandboxReply } | { ready: true }) => {
+      if (slot.worker !== worker) return;
+      if ("ready" in msg) {
+        slot.ready = true;
+        this.pump();
+      } else if (slot.current?.id === msg.id) this.finish(slot, msg.reply);
     });
     const died = (why: string): void => {
       if (slot.worker !== worker) return;
@@ -128,7 +135,7 @@ export class Sandbox {
 
   private pump(): void {
     for (const slot of this.slots) {
-      if (slot.current) continue;
+      if (slot.current || !slot.ready) continue;
       const p = this.queue.shift();
       if (!p) return;
       slot.current = p;

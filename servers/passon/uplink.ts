@@ -205,8 +205,10 @@ export class Uplink {
     const call = this.call;
     const outbox = this.d.outbox;
     if (!call || !this.connected || !outbox) return;
-    if (this.inFlightRecords.size < BATCH) {
-      const records = (await outbox.pendingRecords(BATCH + this.inFlightRecords.size)).filter((r) => !this.inFlightRecords.has(r.recordId)).slice(0, BATCH);
+    if (this.inFlightRecords.size === 0) {
+      // One billing batch in flight at a time: under load the records of many calls travel
+      // (and are counted by the parent) together instead of one message per call.
+      const records = await outbox.pendingRecords(BATCH);
       if (records.length) {
         for (const r of records) this.inFlightRecords.add(r.recordId);
         call.write({ message: { $case: "billing", value: { records: records.map(convert.recordToProto) } } });
