@@ -297,11 +297,18 @@ export class GroupCommit {
   }
 }
 
+/** Aggregates kept in memory at most (others are read from the store when needed). */
+const MEM_TOTALS = 50_000;
+
 /** A center's billing: aggregates with exactly-once counting. */
 export class Ledger {
   private readonly agg: Collection<Totals>;
   private readonly seen: Collection<number>;
   private readonly mutex = new Mutex();
+  /** Mirror of `agg` for keys read or written since start; changed only after a write succeeded, under the mutex. */
+  private readonly totals = new Map<string, Totals>();
+  private readonly own: { record: StoredRecord; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private ownQueued = false;
 
   constructor(private readonly store: NodeStore) {
     this.agg = store.collection<Totals>("passon-billing");
@@ -320,30 +327,77 @@ export class Ledger {
           inBatch.add(r.recordId);
         }
       });
-      if (fresh.length) {
-        const sums = new Map<string, Totals>();
-        for (const r of fresh) {
-          const k = `${r.user}\u0000${r.app}\u0000${r.nodeId}`;
-          const t = sums.get(k) ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
-          t.calls += r.calls;
-          t.execMicros += r.execMicros;
-          t.bytesIn += r.bytesIn;
-          t.bytesOut += r.bytesOut;
-          sums.set(k, t);
-        }
-        const keys = [...sums.keys()];
-        const current = await this.agg.getMany(keys);
-        const batch = this.store.batch();
-        keys.forEach((k, i) => {
-          const add = sums.get(k) as Totals;
-          const c = current[i] ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
-          batch.put(this.agg, k, { calls: c.calls + add.calls, execMicros: c.execMicros + add.execMicros, bytesIn: c.bytesIn + add.bytesIn, bytesOut: c.bytesOut + add.bytesOut });
-        });
-        for (const r of fresh) batch.put(this.seen, r.recordId, 1, { ttlMs: SEEN_TTL_MS });
-        await batch.write();
-      }
+      if (fresh.length) await this.count(fresh, true);
       return records.map((r) => r.recordId);
     });
+  }
+
+  /**
+   * Counts a record of a call this node served itself, resolving once it is durable. Its id
+   * was just minted here and the record never travels, so it cannot arrive twice and needs
+   * no seen mark. Concurrent calls are counted in one write.
+   */
+  ingestOwn(record: StoredRecord): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.own.push({ record, resolve, reject });
+      if (!this.ownQueued) this.drainOwn();
+    });
+  }
+
+  private drainOwn(): void {
+    this.ownQueued = true;
+    void this.mutex
+      .run(async () => {
+        const items = this.own.splice(0);
+        try {
+          await this.count(
+            items.map((i) => i.record),
+            false,
+          );
+          for (const i of items) i.resolve();
+        } catch (err) {
+          for (const i of items) i.reject(err);
+        }
+      })
+      .finally(() => {
+        this.ownQueued = false;
+        if (this.own.length) this.drainOwn();
+      });
+  }
+
+  /** Adds records to the aggregates in one atomic write (with their seen marks when `markSeen`). Call under the mutex. */
+  private async count(records: StoredRecord[], markSeen: boolean): Promise<void> {
+    const sums = new Map<string, Totals>();
+    for (const r of records) {
+      const k = `${r.user}\u0000${r.app}\u0000${r.nodeId}`;
+      const t = sums.get(k) ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
+      t.calls += r.calls;
+      t.execMicros += r.execMicros;
+      t.bytesIn += r.bytesIn;
+      t.bytesOut += r.bytesOut;
+      sums.set(k, t);
+    }
+    const keys = [...sums.keys()];
+    const missing = keys.filter((k) => !this.totals.has(k));
+    const loaded = missing.length ? await this.agg.getMany(missing) : [];
+    const current = new Map<string, Totals>();
+    missing.forEach((k, i) => current.set(k, loaded[i] ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 }));
+    const batch = this.store.batch();
+    const next = new Map<string, Totals>();
+    for (const k of keys) {
+      const add = sums.get(k) as Totals;
+      const c = this.totals.get(k) ?? (current.get(k) as Totals);
+      const t = { calls: c.calls + add.calls, execMicros: c.execMicros + add.execMicros, bytesIn: c.bytesIn + add.bytesIn, bytesOut: c.bytesOut + add.bytesOut };
+      batch.put(this.agg, k, t);
+      next.set(k, t);
+    }
+    if (markSeen) for (const r of records) batch.put(this.seen, r.recordId, 1, { ttlMs: SEEN_TTL_MS });
+    await batch.write();
+    for (const [k, t] of next) {
+      this.totals.delete(k);
+      if (this.totals.size >= MEM_TOTALS) this.totals.delete(this.totals.keys().next().value as string);
+      this.totals.set(k, t);
+    }
   }
 
   /** One user's lines. */

@@ -169,7 +169,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     } else if (master && ledger) {
       // The center's own writes apply on top of the master (base -1).
       if (diffs.length) await master.apply(diffs.map((d) => ({ ...d, baseVersion: -1 })));
-      await ledger.ingest([record]);
+      await ledger.ingestOwn(record);
     }
     return {
       response: Buffer.from(reply.response),

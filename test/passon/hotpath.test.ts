@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import wabtInit from "wabt";
 import { NodeStore } from "../../servers/runtime/store.js";
-import { DataCache, GroupCommit, IdSource, Outbox, type StoredRecord } from "../../servers/passon/ledger.js";
+import { DataCache, GroupCommit, IdSource, Ledger, Outbox, type StoredRecord } from "../../servers/passon/ledger.js";
 import { Sandbox } from "../../servers/passon/sandbox.js";
 import { onCleanup, tempDir, testLogger } from "../helpers/nodes.js";
 
@@ -85,6 +85,31 @@ describe("Pass-on hot path", () => {
       await group.commit((b) => b.put(col, "c", 3));
       assert.equal(await col.get("a"), undefined);
       assert.equal(await col.get("c"), 3);
+    });
+  });
+
+  describe("Ledger.ingestOwn", () => {
+    it("counts each of its own records once, concurrently and alongside records from children, also after a restart", async () => {
+      const dir = tempDir();
+      const store = await NodeStore.open(dir, { log: testLogger(), sweepIntervalMs: 0 });
+      const ids = await IdSource.open(store, "n");
+      const ledger = new Ledger(store);
+      const child = Array.from({ length: 5 }, (_, i) => ({ ...record({ id: `c:1:${i}` }), nodeId: "n" }));
+      await Promise.all([
+        ...Array.from({ length: 30 }, () => ledger.ingestOwn(record(ids.next()))),
+        ledger.ingest(child),
+        ledger.ingest(child.slice(0, 3)),
+        ...Array.from({ length: 30 }, () => ledger.ingestOwn(record(ids.next()))),
+      ]);
+      const calls = async (l: Ledger): Promise<bigint> => (await l.billing("u")).reduce((t, line) => t + line.calls, 0n);
+      assert.equal(await calls(ledger), 65n);
+      await store.close();
+      const again = await openStore2(dir);
+      const reopened = new Ledger(again);
+      assert.equal(await calls(reopened), 65n);
+      await reopened.ingest(child);
+      await reopened.ingestOwn(record({ id: "n:2:1" }));
+      assert.equal(await calls(reopened), 66n);
     });
   });
 
