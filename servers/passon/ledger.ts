@@ -262,6 +262,7 @@ export class Mutex {
 export class GroupCommit {
   private pending: { batch: StoreBatch; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
   private writing = false;
+  private scheduled = false;
 
   constructor(private readonly store: NodeStore) {}
 
@@ -278,7 +279,14 @@ export class GroupCommit {
     }
     const group = this.pending;
     fill(group.batch);
-    if (!this.writing) this.flush();
+    if (!this.writing && !this.scheduled) {
+      // Let the calls that finish in this turn of the event loop join the write.
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        if (!this.writing) this.flush();
+      });
+    }
     return group.done;
   }
 
@@ -566,7 +574,7 @@ export class DataCache {
     for await (const [k, e] of this.cache.prefixed(`${user}\u0000`)) {
       const key = k.slice(user.length + 1);
       versions.set(key, e.ver);
-      if (e.v !== null) values.set(key, Buffer.from(e.v, "base64"));
+      if (e.v !== null) values.set(key, new Uint8Array(Buffer.from(e.v, "base64")));
     }
     const entry = { values, versions, fetchedAt };
     if (this.gen.get(user) === g) {
@@ -620,7 +628,7 @@ export class DataCache {
     for (const w of writes) {
       versions.set(w.key, w.baseVersion);
       if (w.value === null) values.delete(w.key);
-      else values.set(w.key, Buffer.from(w.value, "base64"));
+      else values.set(w.key, new Uint8Array(Buffer.from(w.value, "base64")));
     }
     this.mem.set(user, { values, versions, fetchedAt: cur.fetchedAt });
   }

@@ -154,8 +154,18 @@ export class Sandbox {
   run(job: SandboxJob, timeLimitMs: number): Promise<SandboxReply> {
     if (this.closed) return Promise.reject(new Error("sandbox is closed"));
     if (this.queue.length >= this.opts.maxQueue) return Promise.reject(new SandboxBusyError(`sandbox queue is full (${this.opts.maxQueue} jobs waiting)`));
+    // postMessage clones a typed array's whole backing buffer: a small Buffer is a view on
+    // Node's shared 8 KiB pool, so hand the worker exact-size copies instead.
+    let data = job.data;
+    for (const v of job.data.values()) {
+      if (!isExact(v)) {
+        data = new Map([...job.data].map(([k, x]) => [k, exact(x)]));
+        break;
+      }
+    }
+    const sent: SandboxJob = { ...job, request: exact(job.request), data };
     return new Promise<SandboxReply>((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, job, timeLimitMs, resolve, reject });
+      this.queue.push({ id: this.nextId++, job: sent, timeLimitMs, resolve, reject });
       this.pump();
     });
   }
@@ -183,6 +193,15 @@ export class Sandbox {
       }),
     );
   }
+}
+
+function isExact(a: Uint8Array): boolean {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
+}
+
+/** The bytes in an array of their own (the array itself when it already is). */
+export function exact(a: Uint8Array): Uint8Array {
+  return isExact(a) ? a : Uint8Array.prototype.slice.call(a);
 }
 
 function elapsedMicros(p: Pending): number {

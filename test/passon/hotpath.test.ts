@@ -48,6 +48,30 @@ describe("Pass-on hot path", () => {
     });
   });
 
+  describe("Sandbox.run (views)", () => {
+    it("hands the app exactly the bytes of a request and data values that are views on larger buffers", async () => {
+      const sandbox = new Sandbox({ workers: 1, maxQueue: 100, log: testLogger() });
+      onCleanup(() => sandbox.close());
+      const module = await wat(`(module
+        (import "env" "memory" (memory 1))
+        (import "env" "output" (func $output (param i32 i32)))
+        (import "env" "data_get" (func $data_get (param i32 i32 i32 i32) (result i32)))
+        (data (i32.const 16) "k")
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "handle") (param $p i32) (param $n i32) (result i32)
+          (local $v i32)
+          (local.set $v (call $data_get (i32.const 16) (i32.const 1) (i32.add (i32.const 1024) (local.get $n)) (i32.const 64)))
+          (call $output (i32.const 1024) (i32.add (local.get $n) (local.get $v)))
+          (i32.const 0)))`);
+      const big = Buffer.from("xxxxhello-worldyyyyvaluezzzz");
+      const request = big.subarray(4, 15);
+      const value = big.subarray(19, 24);
+      const r = await sandbox.run({ module, minPages: 1, maxPages: 4, entry: "handle", request, data: new Map([["k", value]]) }, 5000);
+      assert.equal(r.kind, "ok");
+      assert.equal(Buffer.from((r as { response: Uint8Array }).response).toString(), "hello-worldvalue");
+    });
+  });
+
   describe("GroupCommit.commit", () => {
     it("resolves each caller once its operations are in the store, writing concurrent callers together", async () => {
       const store = await openStore();
