@@ -55,6 +55,13 @@ export interface RunnableApp {
   name: string;
   meta: VersionMeta;
   module: WebAssembly.Module;
+  /** The module imports data_get or data_put (otherwise the user's data need not be loaded). */
+  usesData: boolean;
+}
+
+/** True when the module imports a host call that reads or writes the user's data. */
+function importsData(module: WebAssembly.Module): boolean {
+  return WebAssembly.Module.imports(module).some((i) => i.module === "env" && (i.name === "data_get" || i.name === "data_put"));
 }
 
 /** The bytes a bundle's signature covers. */
@@ -82,7 +89,7 @@ export function signBundle(key: NodeKey, a: { name: string; version: number; mod
 export class AppRegistry {
   private readonly records: Collection<AppRecord>;
   private readonly modules: Collection<Buffer>;
-  private readonly loaded = new Map<string, { record: AppRecord; module: WebAssembly.Module }>();
+  private readonly loaded = new Map<string, { record: AppRecord; module: WebAssembly.Module; usesData: boolean }>();
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(
@@ -104,7 +111,8 @@ export class AppRegistry {
       const bytes = await this.modules.get(`${name}@${record.current.version}`);
       if (!bytes || createHash("sha256").update(bytes).digest("hex") !== record.current.sha256) continue;
       if (!this.trust.verifyBundle(record.current.keyId, canonicalBundle({ name, ...record.current }), Buffer.from(record.current.signatureB64, "base64"))) continue;
-      this.loaded.set(name, { record, module: new WebAssembly.Module(bytes) });
+      const module = new WebAssembly.Module(bytes);
+      this.loaded.set(name, { record, module, usesData: importsData(module) });
     }
   }
 
@@ -176,7 +184,7 @@ export class AppRegistry {
       // Keep only the running and the previous version's module.
       if (!same && existing?.previous) batch.del(this.modules, `${b.name}@${existing.previous.version}`);
       await batch.write();
-      this.loaded.set(b.name, { record, module });
+      this.loaded.set(b.name, { record, module, usesData: importsData(module) });
       return this.describe(record);
     });
   }
@@ -198,7 +206,7 @@ export class AppRegistry {
   runnable(name: string): RunnableApp | undefined {
     const e = this.loaded.get(name);
     if (!e || !this.active(e.record)) return undefined;
-    return { name, meta: e.record.current, module: e.module };
+    return { name, meta: e.record.current, module: e.module, usesData: e.usesData };
   }
 
   private active(r: AppRecord): boolean {

@@ -114,6 +114,9 @@ export const convert = {
   },
 };
 
+/** Queued records mirrored in memory at most. */
+const MEM_RECORDS = 20_000;
+
 /** The local's queue of records and diffs for its parent. */
 export class Outbox {
   readonly records: Collection<StoredRecord>;
@@ -122,6 +125,12 @@ export class Outbox {
   private readonly keyOf = new Map<string, string>();
   private recordCount = 0;
   private diffCount = 0;
+  /**
+   * The queued records in key order, mirrored in memory so the uplink does not scan the
+   * store on every flush; undefined once the queue outgrew MEM_RECORDS (the store is then
+   * read) until it drains.
+   */
+  private mem: Map<string, StoredRecord> | undefined = new Map();
 
   constructor(private readonly store: NodeStore) {
     this.records = store.collection<StoredRecord>("passon-out-records");
@@ -133,6 +142,8 @@ export class Outbox {
     for await (const [k, r] of this.records.entries()) {
       this.keyOf.set(r.recordId, k);
       this.recordCount++;
+      if (this.mem && this.mem.size < MEM_RECORDS) this.mem.set(k, r);
+      else this.mem = undefined;
     }
     for await (const [k, d] of this.diffs.entries()) {
       this.keyOf.set(d.diffId, k);
@@ -147,6 +158,13 @@ export class Outbox {
     this.recordCount++;
   }
 
+  /** Makes a record added with addRecord visible to pendingRecords (call once its batch is written). */
+  committed(key: string, r: StoredRecord): void {
+    if (!this.keyOf.has(r.recordId)) return; // already acknowledged
+    if (this.mem && this.mem.size < MEM_RECORDS) this.mem.set(key, r);
+    else this.mem = undefined;
+  }
+
   /** Adds a diff to `batch`. */
   addDiff(batch: StoreBatch, key: string, d: StoredDiff): void {
     batch.put(this.diffs, key, d);
@@ -157,6 +175,14 @@ export class Outbox {
   /** Oldest records, at most `limit`. */
   async pendingRecords(limit: number): Promise<StoredRecord[]> {
     const out: StoredRecord[] = [];
+    if (this.recordCount === 0) return out;
+    if (this.mem) {
+      for (const r of this.mem.values()) {
+        if (out.length >= limit) break;
+        out.push(r);
+      }
+      return out;
+    }
     for await (const [, r] of this.records.entries({ limit })) out.push(r);
     return out;
   }
@@ -164,6 +190,7 @@ export class Outbox {
   /** Oldest diffs, at most `limit`. */
   async pendingDiffs(limit: number): Promise<StoredDiff[]> {
     const out: StoredDiff[] = [];
+    if (this.diffCount === 0) return out;
     for await (const [, d] of this.diffs.entries({ limit })) out.push(d);
     return out;
   }
@@ -184,7 +211,9 @@ export class Outbox {
       batch.del(this.records, k);
       this.keyOf.delete(id);
       this.recordCount--;
+      this.mem?.delete(k);
     }
+    if (this.recordCount === 0) this.mem ??= new Map();
     await batch.write();
   }
 
@@ -223,11 +252,71 @@ export class Mutex {
   }
 }
 
+/**
+ * Group commit: concurrent callers add their operations to one shared batch, written as a
+ * single LevelDB batch while no other write of the group is in flight. Each caller's
+ * promise resolves only once the batch holding its operations is durable, and a caller's
+ * operations are written all together or not at all (the whole group is atomic), so
+ * "durable before the reply" holds with far fewer writes under load.
+ */
+export class GroupCommit {
+  private pending: { batch: StoreBatch; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
+  private writing = false;
+  private scheduled = false;
+
+  constructor(private readonly store: NodeStore) {}
+
+  /** Adds `fill`'s operations to the next group write; resolves when it is durable. `fill` must not throw. */
+  commit(fill: (batch: StoreBatch) => void): Promise<void> {
+    if (!this.pending) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.pending = { batch: this.store.batch(), done, resolve, reject };
+    }
+    const group = this.pending;
+    fill(group.batch);
+    if (!this.writing && !this.scheduled) {
+      // Let the calls that finish in this turn of the event loop join the write.
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        if (!this.writing) this.flush();
+      });
+    }
+    return group.done;
+  }
+
+  private flush(): void {
+    const group = this.pending;
+    if (!group) return;
+    this.pending = undefined;
+    this.writing = true;
+    group.batch
+      .write()
+      .then(group.resolve, group.reject)
+      .finally(() => {
+        this.writing = false;
+        this.flush();
+      });
+  }
+}
+
+/** Aggregates kept in memory at most (others are read from the store when needed). */
+const MEM_TOTALS = 50_000;
+
 /** A center's billing: aggregates with exactly-once counting. */
 export class Ledger {
   private readonly agg: Collection<Totals>;
   private readonly seen: Collection<number>;
   private readonly mutex = new Mutex();
+  /** Mirror of `agg` for keys read or written since start; changed only after a write succeeded, under the mutex. */
+  private readonly totals = new Map<string, Totals>();
+  private readonly own: { record: StoredRecord; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private ownQueued = false;
 
   constructor(private readonly store: NodeStore) {
     this.agg = store.collection<Totals>("passon-billing");
@@ -246,30 +335,77 @@ export class Ledger {
           inBatch.add(r.recordId);
         }
       });
-      if (fresh.length) {
-        const sums = new Map<string, Totals>();
-        for (const r of fresh) {
-          const k = `${r.user}\u0000${r.app}\u0000${r.nodeId}`;
-          const t = sums.get(k) ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
-          t.calls += r.calls;
-          t.execMicros += r.execMicros;
-          t.bytesIn += r.bytesIn;
-          t.bytesOut += r.bytesOut;
-          sums.set(k, t);
-        }
-        const keys = [...sums.keys()];
-        const current = await this.agg.getMany(keys);
-        const batch = this.store.batch();
-        keys.forEach((k, i) => {
-          const add = sums.get(k) as Totals;
-          const c = current[i] ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
-          batch.put(this.agg, k, { calls: c.calls + add.calls, execMicros: c.execMicros + add.execMicros, bytesIn: c.bytesIn + add.bytesIn, bytesOut: c.bytesOut + add.bytesOut });
-        });
-        for (const r of fresh) batch.put(this.seen, r.recordId, 1, { ttlMs: SEEN_TTL_MS });
-        await batch.write();
-      }
+      if (fresh.length) await this.count(fresh, true);
       return records.map((r) => r.recordId);
     });
+  }
+
+  /**
+   * Counts a record of a call this node served itself, resolving once it is durable. Its id
+   * was just minted here and the record never travels, so it cannot arrive twice and needs
+   * no seen mark. Concurrent calls are counted in one write.
+   */
+  ingestOwn(record: StoredRecord): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.own.push({ record, resolve, reject });
+      if (!this.ownQueued) this.drainOwn();
+    });
+  }
+
+  private drainOwn(): void {
+    this.ownQueued = true;
+    void this.mutex
+      .run(async () => {
+        const items = this.own.splice(0);
+        try {
+          await this.count(
+            items.map((i) => i.record),
+            false,
+          );
+          for (const i of items) i.resolve();
+        } catch (err) {
+          for (const i of items) i.reject(err);
+        }
+      })
+      .finally(() => {
+        this.ownQueued = false;
+        if (this.own.length) this.drainOwn();
+      });
+  }
+
+  /** Adds records to the aggregates in one atomic write (with their seen marks when `markSeen`). Call under the mutex. */
+  private async count(records: StoredRecord[], markSeen: boolean): Promise<void> {
+    const sums = new Map<string, Totals>();
+    for (const r of records) {
+      const k = `${r.user}\u0000${r.app}\u0000${r.nodeId}`;
+      const t = sums.get(k) ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 };
+      t.calls += r.calls;
+      t.execMicros += r.execMicros;
+      t.bytesIn += r.bytesIn;
+      t.bytesOut += r.bytesOut;
+      sums.set(k, t);
+    }
+    const keys = [...sums.keys()];
+    const missing = keys.filter((k) => !this.totals.has(k));
+    const loaded = missing.length ? await this.agg.getMany(missing) : [];
+    const current = new Map<string, Totals>();
+    missing.forEach((k, i) => current.set(k, loaded[i] ?? { calls: 0, execMicros: 0, bytesIn: 0, bytesOut: 0 }));
+    const batch = this.store.batch();
+    const next = new Map<string, Totals>();
+    for (const k of keys) {
+      const add = sums.get(k) as Totals;
+      const c = this.totals.get(k) ?? (current.get(k) as Totals);
+      const t = { calls: c.calls + add.calls, execMicros: c.execMicros + add.execMicros, bytesIn: c.bytesIn + add.bytesIn, bytesOut: c.bytesOut + add.bytesOut };
+      batch.put(this.agg, k, t);
+      next.set(k, t);
+    }
+    if (markSeen) for (const r of records) batch.put(this.seen, r.recordId, 1, { ttlMs: SEEN_TTL_MS });
+    await batch.write();
+    for (const [k, t] of next) {
+      this.totals.delete(k);
+      if (this.totals.size >= MEM_TOTALS) this.totals.delete(this.totals.keys().next().value as string);
+      this.totals.set(k, t);
+    }
   }
 
   /** One user's lines. */
@@ -392,19 +528,65 @@ interface CacheEntry {
   ver: number;
 }
 
-/** A local's cache of user data, with an expiry per user. */
+/** A user's cached data as an invocation sees it. */
+export interface UserData {
+  values: Map<string, Uint8Array>;
+  versions: Map<string, number>;
+}
+
+/** Users whose cached data is also kept in memory. */
+const MEM_USERS = 4096;
+
+/**
+ * A local's cache of user data, with an expiry per user. The store holds the cache; the
+ * most recently used users' data is mirrored in memory so an invocation does not read the
+ * store. Every change bumps the user's generation, and a store read only fills the mirror
+ * when no change happened meanwhile, so the mirror never holds older data than the store.
+ */
 export class DataCache {
   readonly cache: Collection<CacheEntry>;
   private readonly fresh: Collection<number>;
+  private readonly mem = new Map<string, UserData & { fetchedAt: number | undefined }>();
+  private readonly gen = new Map<string, number>();
 
   constructor(private readonly store: NodeStore) {
     this.cache = store.collection<CacheEntry>("passon-cache");
     this.fresh = store.collection<number>("passon-cache-fresh");
   }
 
+  private bump(user: string): void {
+    this.gen.set(user, (this.gen.get(user) ?? 0) + 1);
+  }
+
+  /** Forgets the in-memory copy of a user's data (after the store changed under it). */
+  invalidate(user: string): void {
+    this.bump(user);
+    this.mem.delete(user);
+  }
+
+  private async mirrored(user: string): Promise<UserData & { fetchedAt: number | undefined }> {
+    const hit = this.mem.get(user);
+    if (hit) return hit;
+    const g = this.gen.get(user);
+    const values = new Map<string, Uint8Array>();
+    const versions = new Map<string, number>();
+    const fetchedAt = await this.fresh.get(user);
+    for await (const [k, e] of this.cache.prefixed(`${user}\u0000`)) {
+      const key = k.slice(user.length + 1);
+      versions.set(key, e.ver);
+      if (e.v !== null) values.set(key, new Uint8Array(Buffer.from(e.v, "base64")));
+    }
+    const entry = { values, versions, fetchedAt };
+    if (this.gen.get(user) === g) {
+      if (this.mem.size >= MEM_USERS) this.mem.delete(this.mem.keys().next().value as string);
+      this.mem.set(user, entry);
+    }
+    return entry;
+  }
+
   /** When the user's cache was last filled from the master, or undefined. */
-  fetchedAt(user: string): Promise<number | undefined> {
-    return this.fresh.get(user);
+  async fetchedAt(user: string): Promise<number | undefined> {
+    return (await this.mirrored(user)).fetchedAt;
   }
 
   /** Replaces the user's cache with master entries, then re-applies still-pending local diffs. */
@@ -416,24 +598,39 @@ export class DataCache {
     for (const d of pending) map.set(d.key, { v: d.value, ver: map.get(d.key)?.ver ?? d.baseVersion });
     for (const [k, v] of map) batch.put(this.cache, `${user}\u0000${k}`, v);
     batch.put(this.fresh, user, at);
-    await batch.write();
+    this.invalidate(user);
+    try {
+      await batch.write();
+    } finally {
+      this.invalidate(user);
+    }
   }
 
-  /** The user's cached values and the versions they are based on. */
-  async load(user: string): Promise<{ values: Map<string, Uint8Array>; versions: Map<string, number> }> {
-    const values = new Map<string, Uint8Array>();
-    const versions = new Map<string, number>();
-    for await (const [k, e] of this.cache.prefixed(`${user}\u0000`)) {
-      const key = k.slice(user.length + 1);
-      versions.set(key, e.ver);
-      if (e.v !== null) values.set(key, Buffer.from(e.v, "base64"));
-    }
+  /** The user's cached values and the versions they are based on (the caller must not change them). */
+  async load(user: string): Promise<UserData> {
+    const { values, versions } = await this.mirrored(user);
     return { values, versions };
   }
 
-  /** Puts an app's write into the cache (in the caller's batch). */
+  /** Puts an app's write into the cache (in the caller's batch; call `wrote` once it is written). */
   write(batch: StoreBatch, user: string, key: string, v: string | null, baseVersion: number): void {
     batch.put(this.cache, `${user}\u0000${key}`, { v, ver: baseVersion });
+  }
+
+  /** Updates the in-memory copy after the batch holding `write`s for these keys was written. */
+  wrote(user: string, writes: { key: string; value: string | null; baseVersion: number }[]): void {
+    this.bump(user);
+    const cur = this.mem.get(user);
+    if (!cur) return;
+    // Copy on write: an invocation that loaded the old maps keeps a consistent view.
+    const values = new Map(cur.values);
+    const versions = new Map(cur.versions);
+    for (const w of writes) {
+      versions.set(w.key, w.baseVersion);
+      if (w.value === null) values.delete(w.key);
+      else values.set(w.key, new Uint8Array(Buffer.from(w.value, "base64")));
+    }
+    this.mem.set(user, { values, versions, fetchedAt: cur.fetchedAt });
   }
 
   /** Puts the master's answer to a diff into the cache (in the caller's batch), unless newer local diffs are pending for the key. */

@@ -36,7 +36,7 @@ import {
   badField,
 } from "./errors.js";
 import { NodeKey, TrustDirectory } from "./keys.js";
-import { convert, DataCache, IdSource, Ledger, MasterData, Outbox, type StoredDiff, type StoredRecord } from "./ledger.js";
+import { convert, DataCache, GroupCommit, IdSource, Ledger, MasterData, Outbox, type StoredDiff, type StoredRecord, type UserData } from "./ledger.js";
 import { Sandbox, SandboxBusyError } from "./sandbox.js";
 import { keysFromProto, keysToProto, Uplink } from "./uplink.js";
 import { ResourceExhaustedError } from "../runtime/errors.js";
@@ -84,6 +84,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
   const outbox = kind === "local" ? new Outbox(store) : undefined;
   await outbox?.open();
   const cache = kind === "local" ? new DataCache(store) : undefined;
+  const commits = new GroupCommit(store);
   const ledger = center ? new Ledger(store) : undefined;
   const master = center ? new MasterData(store, ids) : undefined;
   const children = center ? new Children(store, cfg.offlineAfter, log) : undefined;
@@ -100,7 +101,8 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
   // ---- running apps ----------------------------------------------------------------
 
   /** The user's data for an app run here, plus the versions a local's diffs are based on. */
-  const loadData = async (user: string): Promise<{ values: Map<string, Uint8Array>; versions: Map<string, number> }> => {
+  const noData: UserData = { values: new Map(), versions: new Map() };
+  const loadData = async (user: string): Promise<UserData> => {
     if (master) return { values: await master.values(user), versions: new Map() };
     const c = cache as DataCache;
     const at = await c.fetchedAt(user);
@@ -116,7 +118,8 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
   };
 
   const serve = async (app: RunnableApp, user: string, request: Buffer, hops: Hop[]): Promise<InvokeResponse> => {
-    const data = await loadData(user);
+    // A module that imports neither data_get nor data_put cannot see the user's data.
+    const data = app.usesData ? await loadData(user) : noData;
     let reply;
     try {
       reply = await sandbox.run(
@@ -151,18 +154,22 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     if (outbox && cache) {
       // Acknowledged only once the record (and the data change) is durable: kill -9 after
       // the reply cannot lose the bill.
-      const batch = store.batch();
-      outbox.addRecord(batch, rec.key, record);
-      for (const d of diffs) {
-        cache.write(batch, user, d.key, d.value, d.baseVersion);
-        outbox.addDiff(batch, ids.next().key, d);
-      }
-      await batch.write();
+      // Concurrent invocations share one store write (group commit); each still waits for
+      // the write that holds its own record.
+      await commits.commit((batch) => {
+        outbox.addRecord(batch, rec.key, record);
+        for (const d of diffs) {
+          cache.write(batch, user, d.key, d.value, d.baseVersion);
+          outbox.addDiff(batch, ids.next().key, d);
+        }
+      });
+      outbox.committed(rec.key, record);
+      if (diffs.length) cache.wrote(user, diffs);
       uplink?.kick();
     } else if (master && ledger) {
       // The center's own writes apply on top of the master (base -1).
       if (diffs.length) await master.apply(diffs.map((d) => ({ ...d, baseVersion: -1 })));
-      await ledger.ingest([record]);
+      await ledger.ingestOwn(record);
     }
     return {
       response: Buffer.from(reply.response),
@@ -311,6 +318,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       if (r.outcome === DiffOutcome.CONFLICT) log.info({ user: r.user, key: r.entry.key, diff: r.diffId }, "data change lost a conflict; cache refreshed from the master");
     }
     await batch.write();
+    for (const r of results) if (r.entry) cache.invalidate(r.user);
   };
 
   const status = (): ChildStatus => {

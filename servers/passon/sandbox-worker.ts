@@ -20,8 +20,45 @@ class AbiViolation extends Error {}
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * Spare memories by "initial/maximum" pages. Creating a WebAssembly.Memory costs far more
+ * than the rest of an invocation (address-space reservation, then GC of the old one), so a
+ * memory that ended a successful call at its initial size is zeroed and handed to the next
+ * call with the same limits: the app sees exactly what a new memory holds (all zeroes at
+ * the initial size, its data segments written by the fresh instance). A memory that grew,
+ * or whose call failed, is dropped.
+ */
+const spare = new Map<string, WebAssembly.Memory>();
+const MAX_SPARE = 8;
+/** Memories above this size are not kept (zeroing them would cost more than a new one). */
+const MAX_SPARE_BYTES = 4 * 1024 * 1024;
+
+function takeMemory(initial: number, maximum: number): WebAssembly.Memory {
+  const key = `${initial}/${maximum}`;
+  const m = spare.get(key);
+  if (m) {
+    spare.delete(key);
+    return m;
+  }
+  return new WebAssembly.Memory({ initial, maximum });
+}
+
+function giveBack(memory: WebAssembly.Memory, initial: number, maximum: number): void {
+  const bytes = memory.buffer.byteLength;
+  if (bytes !== initial * PAGE || bytes > MAX_SPARE_BYTES) return;
+  new Uint8Array(memory.buffer).fill(0);
+  if (spare.size >= MAX_SPARE) spare.delete(spare.keys().next().value as string);
+  spare.set(`${initial}/${maximum}`, memory);
+}
+
 function run(job: SandboxJob): SandboxReply {
-  const memory = new WebAssembly.Memory({ initial: job.minPages, maximum: job.maxPages });
+  const memory = takeMemory(job.minPages, job.maxPages);
+  const reply = execute(job, memory);
+  if (reply.kind === "ok") giveBack(memory, job.minPages, job.maxPages);
+  return reply;
+}
+
+function execute(job: SandboxJob, memory: WebAssembly.Memory): SandboxReply {
   const data = job.data;
   const writes = new Map<string, Uint8Array | null>();
   let output: Uint8Array = new Uint8Array(0);
@@ -97,3 +134,4 @@ function micros(started: number): number {
 parentPort?.on("message", (msg: { id: number; job: SandboxJob }) => {
   parentPort?.postMessage({ id: msg.id, reply: run(msg.job) });
 });
+parentPort?.postMessage({ ready: true });

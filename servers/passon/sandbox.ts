@@ -45,6 +45,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   current: Pending | undefined;
+  /** The worker finished starting (jobs go only to ready workers, so start-up never counts against a time limit). */
+  ready: boolean;
 }
 
 /** Thrown by run() when the queue is full. */
@@ -76,7 +78,7 @@ export class Sandbox {
 
   constructor(private readonly opts: SandboxOptions) {
     for (let i = 0; i < Math.max(1, opts.workers); i++) {
-      const slot: Slot = { worker: undefined as unknown as Worker, current: undefined };
+      const slot: Slot = { worker: undefined as unknown as Worker, current: undefined, ready: false };
       slot.worker = this.spawn(slot);
       this.slots.push(slot);
     }
@@ -88,8 +90,13 @@ export class Sandbox {
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
     });
     worker.unref();
-    worker.on("message", (msg: { id: number; reply: SandboxReply }) => {
-      if (slot.worker === worker && slot.current?.id === msg.id) this.finish(slot, msg.reply);
+    slot.ready = false;
+    worker.on("message", (msg: { id: number; reply: SandboxReply } | { ready: true }) => {
+      if (slot.worker !== worker) return;
+      if ("ready" in msg) {
+        slot.ready = true;
+        this.pump();
+      } else if (slot.current?.id === msg.id) this.finish(slot, msg.reply);
     });
     const died = (why: string): void => {
       if (slot.worker !== worker) return;
@@ -128,7 +135,7 @@ export class Sandbox {
 
   private pump(): void {
     for (const slot of this.slots) {
-      if (slot.current) continue;
+      if (slot.current || !slot.ready) continue;
       const p = this.queue.shift();
       if (!p) return;
       slot.current = p;
@@ -147,8 +154,18 @@ export class Sandbox {
   run(job: SandboxJob, timeLimitMs: number): Promise<SandboxReply> {
     if (this.closed) return Promise.reject(new Error("sandbox is closed"));
     if (this.queue.length >= this.opts.maxQueue) return Promise.reject(new SandboxBusyError(`sandbox queue is full (${this.opts.maxQueue} jobs waiting)`));
+    // postMessage clones a typed array's whole backing buffer: a small Buffer is a view on
+    // Node's shared 8 KiB pool, so hand the worker exact-size copies instead.
+    let data = job.data;
+    for (const v of job.data.values()) {
+      if (!isExact(v)) {
+        data = new Map([...job.data].map(([k, x]) => [k, exact(x)]));
+        break;
+      }
+    }
+    const sent: SandboxJob = { ...job, request: exact(job.request), data };
     return new Promise<SandboxReply>((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, job, timeLimitMs, resolve, reject });
+      this.queue.push({ id: this.nextId++, job: sent, timeLimitMs, resolve, reject });
       this.pump();
     });
   }
@@ -176,6 +193,15 @@ export class Sandbox {
       }),
     );
   }
+}
+
+function isExact(a: Uint8Array): boolean {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
+}
+
+/** The bytes in an array of their own (the array itself when it already is). */
+export function exact(a: Uint8Array): Uint8Array {
+  return isExact(a) ? a : Uint8Array.prototype.slice.call(a);
 }
 
 function elapsedMicros(p: Pending): number {

@@ -47,6 +47,12 @@ export function keysFromProto(keys: TrustedKey[]): PublicKeyEntry[] {
 }
 
 const BATCH = 500;
+/**
+ * Billing records wait at most this long (durable in the outbox) to travel with others:
+ * under load one message then carries many calls' records, which the parent counts in one
+ * write, instead of one message and one write per call.
+ */
+const BILLING_EVERY_MS = 20;
 
 /** The child's end of the control channel. */
 export class Uplink {
@@ -58,6 +64,8 @@ export class Uplink {
   private readonly inFlightRecords = new Set<string>();
   private readonly inFlightDiffs = new Set<string>();
   private flushing = false;
+  private lastBilling = 0;
+  private billingTimer: NodeJS.Timeout | undefined;
   private again = false;
   private loop: Promise<void> | undefined;
 
@@ -205,9 +213,21 @@ export class Uplink {
     const call = this.call;
     const outbox = this.d.outbox;
     if (!call || !this.connected || !outbox) return;
-    if (this.inFlightRecords.size < BATCH) {
-      const records = (await outbox.pendingRecords(BATCH + this.inFlightRecords.size)).filter((r) => !this.inFlightRecords.has(r.recordId)).slice(0, BATCH);
+    if (this.inFlightRecords.size === 0 && outbox.queued.records > 0) {
+      // One billing batch in flight at a time, at most one every BILLING_EVERY_MS unless a
+      // full batch is waiting: under load the records of many calls travel (and are counted
+      // by the parent) together instead of one message per call.
+      const wait = this.lastBilling + BILLING_EVERY_MS - Date.now();
+      const records = wait > 0 && outbox.queued.records < BATCH ? [] : await outbox.pendingRecords(BATCH);
+      if (wait > 0 && !records.length && !this.billingTimer) {
+        this.billingTimer = setTimeout(() => {
+          this.billingTimer = undefined;
+          this.kick();
+        }, wait);
+        this.billingTimer.unref();
+      }
       if (records.length) {
+        this.lastBilling = Date.now();
         for (const r of records) this.inFlightRecords.add(r.recordId);
         call.write({ message: { $case: "billing", value: { records: records.map(convert.recordToProto) } } });
       }

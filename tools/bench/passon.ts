@@ -3,7 +3,14 @@
  * one hop (center) and two hops (upper center) — the same echo module at each level — and
  * invocations/s of the sandboxed echo app at the local vs a bare grpc-js unary echo (the
  * anchor of the runtime benchmark), all in the same run. Nodes run as child processes.
+ *
+ * Fairness: one load generator (this process) drives both sides with the same concurrency
+ * and the same payload, in many short rounds whose order alternates; rows are medians over
+ * rounds. Latency rounds also alternate the order of local / one hop / two hops. On Linux the
+ * CPU time per call of the servers (from /proc/<pid>/stat: the pass-on nodes together vs the
+ * bare server) is reported too: it hardly depends on how busy the machine is.
  */
+import { readFileSync } from "node:fs";
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -48,8 +55,20 @@ async function latencies(c: PassonClient, app: string, n: number): Promise<numbe
   return out;
 }
 
-async function rps(call: () => Promise<unknown>, ms: number): Promise<number> {
-  for (let i = 0; i < 200; i++) await call();
+/** CPU time (user + system, all threads) of a process in ms, or NaN where /proc is unavailable. */
+function cpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks at USER_HZ 100
+  } catch {
+    return NaN;
+  }
+}
+
+/** Drives `call` with CONCURRENCY calls in flight for `ms`; returns calls/s and the CPU µs per call of `servers`. */
+async function rps(call: () => Promise<unknown>, ms: number, servers: ChildProcess[]): Promise<{ rps: number; cpuUs: number }> {
+  for (let i = 0; i < 50; i++) await call();
+  const cpu0 = servers.reduce((t, p) => t + cpuMs(p.pid), 0);
   let done = 0;
   const end = performance.now() + ms;
   const start = performance.now();
@@ -61,11 +80,13 @@ async function rps(call: () => Promise<unknown>, ms: number): Promise<number> {
       }
     }),
   );
-  return (done * 1000) / (performance.now() - start);
+  const elapsed = performance.now() - start;
+  const cpu = servers.reduce((t, p) => t + cpuMs(p.pid), 0) - cpu0;
+  return { rps: (done * 1000) / elapsed, cpuUs: (cpu * 1000) / done };
 }
 
 export default async function passon(args: string[]): Promise<BenchRow[]> {
-  const seconds = Number(args[0] ?? 4);
+  const seconds = Number(args[0] ?? 12);
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-passon-"));
   const users = [{ name: "bench", password: "bench-pw", apps: ["*"] }];
   const procs: ChildProcess[] = [];
@@ -95,22 +116,35 @@ export default async function passon(args: string[]): Promise<BenchRow[]> {
     await user.signOn("bench", "bench-pw");
     for (const app of ["echo", "echo1", "echo2"]) await latencies(user, app, 100);
     const lat = { local: [] as number[], one: [] as number[], two: [] as number[] };
-    for (let round = 0; round < 4; round++) {
-      lat.local.push(...(await latencies(user, "echo", 300)));
-      lat.one.push(...(await latencies(user, "echo1", 300)));
-      lat.two.push(...(await latencies(user, "echo2", 300)));
+    for (let round = 0; round < 8; round++) {
+      const order = round % 2 === 0 ? (["local", "one", "two"] as const) : (["two", "one", "local"] as const);
+      for (const k of order) lat[k].push(...(await latencies(user, k === "local" ? "echo" : k === "one" ? "echo1" : "echo2", 150)));
     }
     const echo = dial(NodeServiceClient, bare.address, {});
     const ours: number[] = [];
     const anchor: number[] = [];
-    for (let round = 0; round < 4; round++) {
-      const slice = (seconds * 1000) / 8;
+    const oursCpu: number[] = [];
+    const anchorCpu: number[] = [];
+    const nodes = [upper.child, center.child, local.child];
+    const rounds = 12;
+    const slice = (seconds * 1000) / (2 * rounds);
+    const runOurs = async (): Promise<void> => {
+      const r = await rps(() => user.invoke("echo", PAYLOAD), slice, nodes);
+      ours.push(r.rps);
+      oursCpu.push(r.cpuUs);
+    };
+    const runAnchor = async (): Promise<void> => {
+      const r = await rps(() => unary(echo, echo.echo, { payload: PAYLOAD }), slice, [bare.child]);
+      anchor.push(r.rps);
+      anchorCpu.push(r.cpuUs);
+    };
+    for (let round = 0; round < rounds; round++) {
       if (round % 2 === 0) {
-        ours.push(await rps(() => user.invoke("echo", PAYLOAD), slice));
-        anchor.push(await rps(() => unary(echo, echo.echo, { payload: PAYLOAD }), slice));
+        await runOurs();
+        await runAnchor();
       } else {
-        anchor.push(await rps(() => unary(echo, echo.echo, { payload: PAYLOAD }), slice));
-        ours.push(await rps(() => user.invoke("echo", PAYLOAD), slice));
+        await runAnchor();
+        await runOurs();
       }
     }
     echo.close();
@@ -126,6 +160,9 @@ export default async function passon(args: string[]): Promise<BenchRow[]> {
       row("two_hop_p99_ms", "ms", percentile(lat.two, 99), percentile(lat.local, 99), "local hit, same run", false),
       row("hop_overhead_p50_ms", "ms", perHop, 1, "target: 1 ms per hop", false),
       row("local_invoke_rps", "calls/s", median(ours), median(anchor), "bare grpc-js unary echo (runtime bench anchor)", true),
+      ...(Number.isFinite(median(oursCpu))
+        ? [row("local_invoke_server_cpu_us", "µs/call", median(oursCpu), median(anchorCpu), "bare grpc-js server CPU per echo", false)]
+        : []),
     ];
   } finally {
     for (const p of procs) p.kill("SIGTERM");
