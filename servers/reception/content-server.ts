@@ -74,6 +74,9 @@ export class ContentServerCore extends EventEmitter {
   /** Observed serving rate, bytes per ms. */
   private readonly rate = new Ewma();
   private peakServing = 0;
+  private readonly startedAt = Date.now();
+  /** Tickets this process recorded as used, until their record expires (insertion order). */
+  private readonly usedHere = new Map<string, number>();
 
   constructor(
     readonly opts: ContentServerOptions,
@@ -96,8 +99,21 @@ export class ContentServerCore extends EventEmitter {
     return this.peakServing;
   }
 
-  /** Handles one ticket notice from a reception; returns the rejection reason or "". */
-  async notice(token: Uint8Array): Promise<{ ticketId: string; rejectedReason: string; noticesSeen: bigint }> {
+  /** Handles one NotifyTickets request: every token in order, one answer. */
+  notices(tokens: Uint8Array[]): { rejections: { index: number; ticketId: string; reason: string }[]; noticesSeen: bigint } {
+    const rejections: { index: number; ticketId: string; reason: string }[] = [];
+    tokens.forEach((t, index) => {
+      const r = this.notice(t);
+      if (r.rejectedReason) rejections.push({ index, ticketId: r.ticketId, reason: r.rejectedReason });
+    });
+    return { rejections, noticesSeen: BigInt(this.noticesSeen) };
+  }
+
+  /**
+   * Handles one ticket notice from a reception; returns the rejection reason or "".
+   * Synchronous (no store read), so a stream of notices never queues behind the disk.
+   */
+  notice(token: Uint8Array): { ticketId: string; rejectedReason: string; noticesSeen: bigint } {
     let claims: TicketClaims;
     try {
       claims = this.verifier.open(token);
@@ -110,13 +126,20 @@ export class ContentServerCore extends EventEmitter {
     }
     const id = claims.ticketId;
     const notAfter = claims.notAfter?.getTime() ?? 0;
-    const rec = this.incoming.has(id) || this.serving.has(id) ? undefined : await this.catalog.get(claims.contentLocation);
-    // The counter and the slot change together (no await between), so every report's
-    // counts include exactly the notices up to its notices_seen.
+    // The counter and the slot change together, so every report's counts include exactly
+    // the notices up to its notices_seen.
     this.noticesSeen++;
-    if (!this.incoming.has(id) && !this.serving.has(id)) {
-      this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, rec?.sizeBytes ?? 0);
-      if (await this.used.has(id)) this.dropIncoming(id, false);
+    if (!this.incoming.has(id) && !this.serving.has(id) && !this.usedHere.has(id)) {
+      this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, this.catalog.sizeOf(claims.contentLocation) ?? 0);
+      // A ticket issued before this process started may have been used by an earlier
+      // one: the store knows (a notice sent again must not hold a slot until expiry).
+      const nb = claims.notBefore?.getTime() ?? 0;
+      if (nb < this.startedAt + this.opts.clockSkewMs) {
+        this.used.has(id).then(
+          (u) => void (u && this.dropIncoming(id, false)),
+          () => undefined,
+        );
+      }
     }
     return { ticketId: id, rejectedReason: "", noticesSeen: BigInt(this.noticesSeen) };
   }
@@ -222,7 +245,16 @@ export class ContentServerCore extends EventEmitter {
   private async markUsed(id: string, claims: TicketClaims): Promise<void> {
     const na = claims.notAfter?.getTime() ?? Date.now();
     // Kept a while past expiry (skew, plus margin): until then a replay must be refused.
-    await this.used.put(id, { completedAt: Date.now() }, { expiresAt: na + this.opts.clockSkewMs + 60_000 });
+    const expiresAt = na + this.opts.clockSkewMs + 60_000;
+    await this.used.put(id, { completedAt: Date.now() }, { expiresAt });
+    this.usedHere.set(id, expiresAt);
+    // Entries are added in completion order, which trails expiry by at most a ticket's
+    // lifetime, so dropping lapsed ones from the front keeps the map small.
+    const now = Date.now();
+    for (const [k, exp] of this.usedHere) {
+      if (exp > now) break;
+      this.usedHere.delete(k);
+    }
   }
 
   /** CompleteOrder: records the ticket as used and frees its slot. */

@@ -83,6 +83,7 @@ export class Reception {
         }
       }
       this.queue.purge(now);
+      this.table.sweep(now);
     }, 250);
     this.staleWatch.unref();
   }
@@ -127,21 +128,41 @@ export class Reception {
       if (!server) throw this.busy(itemId, clientId, qkey, entry !== undefined, position, live, now);
       const ticket = this.mint(server, itemId, clientId, clientAddress, now);
       this.table.reserve(server, ticket.ticketId, ticket.notAfter?.getTime() ?? now, now);
-      try {
-        const ack = await this.notifierFor(server).notify(ticket.token, this.opts.notifyTimeoutMs);
+      const notifier = this.notifierFor(server);
+      // A proven stream (answered before, refused nothing) gets the notice written and
+      // the order answered at once; the acknowledgement is reconciled when it comes. The
+      // reservation counts against the server until a report includes the ticket, so
+      // nothing is admitted beyond capacity either way.
+      const early = notifier.proven;
+      const acked = notifier.notify(ticket.token, this.opts.notifyTimeoutMs).then((ack) => {
         if (ack.rejectedReason) throw new Error(`content server rejected the notice: ${ack.rejectedReason}`);
         this.table.acknowledged(server, ticket.ticketId, ack.noticesSeen);
-      } catch (err) {
-        this.table.release(server, ticket.ticketId);
-        server.suspectUntil = Date.now() + this.opts.staleAfterMs;
-        this.log.warn({ serverId: server.id, err: (err as Error).message }, "ticket notice failed; avoiding the server for now");
-        continue;
+      });
+      if (early) {
+        // The client already holds the ticket: its slot stays reserved until the ticket
+        // expires (the server admits it only with a free slot, notified or not).
+        acked.catch((err: unknown) => this.noticeFailed(server, err));
+      } else {
+        try {
+          await acked;
+        } catch (err) {
+          this.table.release(server, ticket.ticketId);
+          this.noticeFailed(server, err);
+          continue;
+        }
       }
       if (entry) this.queue.remove(qkey);
       this.counters.admitted++;
       return { ticket, queuedFor: msToDuration(entry ? Date.now() - entry.enqueuedAt : 0) };
     }
     throw new NoServerAvailableError(itemId, this.opts.minRetryMs);
+  }
+
+  private noticeFailed(server: ServerEntry, err: unknown): void {
+    const now = Date.now();
+    // One log line per episode, not one per ticket of a failed batch.
+    if (server.suspectUntil <= now) this.log.warn({ serverId: server.id, err: (err as Error).message }, "ticket notice failed; avoiding the server for now");
+    server.suspectUntil = now + this.opts.staleAfterMs;
   }
 
   private mint(server: ServerEntry, itemId: string, clientId: string, clientAddress: string, now: number): Ticket {

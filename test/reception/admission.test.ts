@@ -44,6 +44,22 @@ describe("Reception admission", () => {
       assert.deepEqual([...counts.values()].sort(), [3, 3]);
     });
 
+    it("admits a burst of concurrent orders up to capacity and no further, and each chosen server counts its tickets", async () => {
+      const c = await startCluster({ servers: 2, capacity: 5 });
+      const results = await Promise.allSettled(Array.from({ length: 25 }, (_, i) => c.rc.placeOrder({ itemId: "hello.txt", clientId: `burst-${i}` })));
+      const tickets = results.flatMap((r) => (r.status === "fulfilled" && r.value.ticket ? [r.value.ticket] : []));
+      const refusals = results.flatMap((r) => (r.status === "rejected" ? [parseRichError(r.reason).errorInfo?.reason] : []));
+      assert.equal(tickets.length, 10, "exactly the total capacity is admitted");
+      assert.deepEqual([...new Set(refusals)], ["ALL_SERVERS_BUSY"]);
+      for (let s = 0; s < 2; s++) {
+        const id = c.servers[s]!.config.node.id;
+        const issued = tickets.filter((t) => t.serverId === id).length;
+        assert.equal(issued, 5, `${id} got ${issued} tickets`);
+        // The server learned of every ticket before the reception answered.
+        assert.equal(c.core(s).occupancy, issued);
+      }
+    });
+
     it("breaks ties by configured distance", async () => {
       const c = await startCluster({ servers: 2, capacity: 4, reception: { distances: { "content-1": 5, "content-2": 1 } } });
       const t = (await c.rc.placeOrder({ itemId: "hello.txt", clientId: "near" })).ticket as Ticket;
