@@ -271,16 +271,33 @@ export class ContentServerCore extends EventEmitter {
     return { ticketId: id, alreadyCompleted: false };
   }
 
-  /** Estimated ms until each occupied slot frees. */
-  slotFreeIn(now = Date.now()): number[] {
+  /**
+   * The mean hold time: measured over completed orders, or before the first completion
+   * the expected hold of the slots held now (elapsed since notice plus the rest).
+   */
+  meanHoldMs(now = Date.now()): number | undefined {
+    if (this.hold.value !== undefined) return this.hold.value;
+    const rest = this.slotFreeIn(now, false);
+    if (!rest.length) return undefined;
+    let sum = 0;
+    let i = 0;
+    for (const s of this.serving.values()) sum += now - s.noticedAt + (rest[i++] ?? 0);
+    for (const e of this.incoming.values()) sum += now - e.noticedAt + (rest[i++] ?? 0);
+    return sum / rest.length;
+  }
+
+  /** Estimated ms until each occupied slot frees (served first, then incoming, unless sorted). */
+  slotFreeIn(now = Date.now(), sorted = true): number[] {
     const out: number[] = [];
+    // Rates in bytes/ms: a client's own observed rate, else the mean observed over
+    // completed orders, else the configured limit.
     const bps = this.opts.serveBytesPerSecond;
-    const rate = bps > 0 ? bps / 1000 : this.rate.value;
+    const rate = this.rate.value ?? (bps > 0 ? bps / 1000 : undefined);
     const serveMs = (bytes: number): number => (rate ? bytes / rate : (this.hold.value ?? 1000));
     for (const s of this.serving.values()) {
       const elapsed = now - s.arrivedAt;
       const observed = elapsed > 200 && s.sent > s.offset ? (s.sent - s.offset) / elapsed : undefined;
-      const r = bps > 0 ? bps / 1000 : (observed ?? rate);
+      const r = observed ?? rate;
       out.push(Math.max(0, r ? (s.total - s.sent) / r : (this.hold.value ?? 1000) - (now - s.noticedAt)));
     }
     for (const e of this.incoming.values()) {
@@ -288,7 +305,7 @@ export class ContentServerCore extends EventEmitter {
       // Never later than the ticket's expiry, when the slot frees anyway.
       out.push(Math.min(Math.max(0, e.expiresAt - now), arrival + serveMs(e.sizeBytes)));
     }
-    return out.sort((a, b) => a - b);
+    return sorted ? out.sort((a, b) => a - b) : out;
   }
 
   private nextFreeMs(): number {
@@ -297,6 +314,7 @@ export class ContentServerCore extends EventEmitter {
 
   /** The load report receptions get. */
   load(cpuCores: number): ServerLoad {
+    const hold = this.meanHoldMs();
     let bytesInFlight = 0;
     for (const s of this.serving.values()) bytesInFlight += s.inFlight;
     return {
@@ -306,7 +324,7 @@ export class ContentServerCore extends EventEmitter {
       memoryRssBytes: BigInt(process.memoryUsage.rss()),
       cpuCores,
       bytesInFlight: BigInt(bytesInFlight),
-      ...(this.hold.value !== undefined ? { meanHoldTime: msToDuration(this.hold.value) } : {}),
+      ...(hold !== undefined ? { meanHoldTime: msToDuration(hold) } : {}),
       slotFreeIn: this.slotFreeIn().map(msToDuration),
       observedAt: new Date(),
       noticesSeen: BigInt(this.noticesSeen),
