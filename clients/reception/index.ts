@@ -237,6 +237,8 @@ export interface OrderResult {
   attempts: number;
   /** The first wait estimate the reception gave (undefined when admitted at once). */
   firstEstimateMs: number | undefined;
+  /** When that estimate arrived, in ms after the order started (the estimate counts from then). */
+  firstEstimateAtMs: number | undefined;
 }
 
 /** An order that gave up; `cause` is the last gRPC error. */
@@ -279,6 +281,7 @@ export async function order(o: OrderOptions): Promise<OrderResult> {
   const started = Date.now();
   let attempts = 0;
   let firstEstimate: number | undefined;
+  let firstEstimateAt: number | undefined;
   const emit = (e: OrderEvent): void => o.onEvent?.(e);
   try {
     for (;;) {
@@ -290,7 +293,10 @@ export async function order(o: OrderOptions): Promise<OrderResult> {
       } catch (err) {
         const r = retryable(err);
         if (!r || o.signal?.aborted) throw new OrderError(`order of ${o.itemId} failed: ${parseRichError(err).message}`, { cause: err });
-        if (firstEstimate === undefined && r.estimate !== undefined) firstEstimate = r.estimate;
+        if (firstEstimate === undefined && r.estimate !== undefined) {
+          firstEstimate = r.estimate;
+          firstEstimateAt = Date.now() - started;
+        }
         if (Date.now() + r.delay - started > maxWait) {
           throw new OrderError(`gave up waiting for ${o.itemId}: the next retry would pass the ${maxWait} ms limit`, { cause: err });
         }
@@ -340,7 +346,7 @@ export async function order(o: OrderOptions): Promise<OrderResult> {
       }
       const fetchMs = Date.now() - fetchStart;
       emit({ type: "done", item: header, bytes, sha256, waitedMs, fetchMs });
-      return { item: header, ticket, bytes, sha256, waitedMs, fetchMs, attempts, firstEstimateMs: firstEstimate };
+      return { item: header, ticket, bytes, sha256, waitedMs, fetchMs, attempts, firstEstimateMs: firstEstimate, firstEstimateAtMs: firstEstimateAt };
     }
   } finally {
     if (!o.clients?.reception) reception.close();

@@ -45,6 +45,8 @@ const pad = (n: number): string => n.toString().padStart(10, "0");
 export class Catalog {
   private readonly items: Collection<ItemRecord>;
   private readonly blobs: Collection<Buffer>;
+  /** Item sizes in memory (loaded by `load()`, kept by `publish()`), for the notice path. */
+  private readonly sizes = new Map<string, number>();
 
   constructor(
     private readonly store: NodeStore,
@@ -60,6 +62,16 @@ export class Catalog {
   /** The item's record, or undefined. */
   get(itemId: string): Promise<ItemRecord | undefined> {
     return this.items.get(itemId);
+  }
+
+  /** Loads the item sizes into memory; call once at start. */
+  async load(): Promise<void> {
+    for await (const [k, v] of this.items.entries()) this.sizes.set(k, v.sizeBytes);
+  }
+
+  /** The item's size from memory (no store read), or undefined when unknown. */
+  sizeOf(itemId: string): number | undefined {
+    return this.sizes.get(itemId);
   }
 
   /** Every item id, sorted. */
@@ -135,6 +147,7 @@ export class Catalog {
         chunkBytes: this.chunkBytes,
       };
       await this.items.put(spec.itemId, rec);
+      this.sizes.set(spec.itemId, total);
       if (old) await this.deleteChunks(`${spec.itemId}@${old.version}/`);
       return rec;
     } catch (err) {

@@ -74,6 +74,9 @@ export class ContentServerCore extends EventEmitter {
   /** Observed serving rate, bytes per ms. */
   private readonly rate = new Ewma();
   private peakServing = 0;
+  private readonly startedAt = Date.now();
+  /** Tickets this process recorded as used, until their record expires (insertion order). */
+  private readonly usedHere = new Map<string, number>();
 
   constructor(
     readonly opts: ContentServerOptions,
@@ -96,8 +99,21 @@ export class ContentServerCore extends EventEmitter {
     return this.peakServing;
   }
 
-  /** Handles one ticket notice from a reception; returns the rejection reason or "". */
-  async notice(token: Uint8Array): Promise<{ ticketId: string; rejectedReason: string; noticesSeen: bigint }> {
+  /** Handles one NotifyTickets request: every token in order, one answer. */
+  notices(tokens: Uint8Array[]): { rejections: { index: number; ticketId: string; reason: string }[]; noticesSeen: bigint } {
+    const rejections: { index: number; ticketId: string; reason: string }[] = [];
+    tokens.forEach((t, index) => {
+      const r = this.notice(t);
+      if (r.rejectedReason) rejections.push({ index, ticketId: r.ticketId, reason: r.rejectedReason });
+    });
+    return { rejections, noticesSeen: BigInt(this.noticesSeen) };
+  }
+
+  /**
+   * Handles one ticket notice from a reception; returns the rejection reason or "".
+   * Synchronous (no store read), so a stream of notices never queues behind the disk.
+   */
+  notice(token: Uint8Array): { ticketId: string; rejectedReason: string; noticesSeen: bigint } {
     let claims: TicketClaims;
     try {
       claims = this.verifier.open(token);
@@ -110,13 +126,20 @@ export class ContentServerCore extends EventEmitter {
     }
     const id = claims.ticketId;
     const notAfter = claims.notAfter?.getTime() ?? 0;
-    const rec = this.incoming.has(id) || this.serving.has(id) ? undefined : await this.catalog.get(claims.contentLocation);
-    // The counter and the slot change together (no await between), so every report's
-    // counts include exactly the notices up to its notices_seen.
+    // The counter and the slot change together, so every report's counts include exactly
+    // the notices up to its notices_seen.
     this.noticesSeen++;
-    if (!this.incoming.has(id) && !this.serving.has(id)) {
-      this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, rec?.sizeBytes ?? 0);
-      if (await this.used.has(id)) this.dropIncoming(id, false);
+    if (!this.incoming.has(id) && !this.serving.has(id) && !this.usedHere.has(id)) {
+      this.addIncoming(id, Date.now(), notAfter + this.opts.clockSkewMs, notAfter, this.catalog.sizeOf(claims.contentLocation) ?? 0);
+      // A ticket issued before this process started may have been used by an earlier
+      // one: the store knows (a notice sent again must not hold a slot until expiry).
+      const nb = claims.notBefore?.getTime() ?? 0;
+      if (nb < this.startedAt + this.opts.clockSkewMs) {
+        this.used.has(id).then(
+          (u) => void (u && this.dropIncoming(id, false)),
+          () => undefined,
+        );
+      }
     }
     return { ticketId: id, rejectedReason: "", noticesSeen: BigInt(this.noticesSeen) };
   }
@@ -222,7 +245,16 @@ export class ContentServerCore extends EventEmitter {
   private async markUsed(id: string, claims: TicketClaims): Promise<void> {
     const na = claims.notAfter?.getTime() ?? Date.now();
     // Kept a while past expiry (skew, plus margin): until then a replay must be refused.
-    await this.used.put(id, { completedAt: Date.now() }, { expiresAt: na + this.opts.clockSkewMs + 60_000 });
+    const expiresAt = na + this.opts.clockSkewMs + 60_000;
+    await this.used.put(id, { completedAt: Date.now() }, { expiresAt });
+    this.usedHere.set(id, expiresAt);
+    // Entries are added in completion order, which trails expiry by at most a ticket's
+    // lifetime, so dropping lapsed ones from the front keeps the map small.
+    const now = Date.now();
+    for (const [k, exp] of this.usedHere) {
+      if (exp > now) break;
+      this.usedHere.delete(k);
+    }
   }
 
   /** CompleteOrder: records the ticket as used and frees its slot. */
@@ -239,16 +271,33 @@ export class ContentServerCore extends EventEmitter {
     return { ticketId: id, alreadyCompleted: false };
   }
 
-  /** Estimated ms until each occupied slot frees. */
-  slotFreeIn(now = Date.now()): number[] {
+  /**
+   * The mean hold time: measured over completed orders, or before the first completion
+   * the expected hold of the slots held now (elapsed since notice plus the rest).
+   */
+  meanHoldMs(now = Date.now()): number | undefined {
+    if (this.hold.value !== undefined) return this.hold.value;
+    const rest = this.slotFreeIn(now, false);
+    if (!rest.length) return undefined;
+    let sum = 0;
+    let i = 0;
+    for (const s of this.serving.values()) sum += now - s.noticedAt + (rest[i++] ?? 0);
+    for (const e of this.incoming.values()) sum += now - e.noticedAt + (rest[i++] ?? 0);
+    return sum / rest.length;
+  }
+
+  /** Estimated ms until each occupied slot frees (served first, then incoming, unless sorted). */
+  slotFreeIn(now = Date.now(), sorted = true): number[] {
     const out: number[] = [];
+    // Rates in bytes/ms: a client's own observed rate, else the mean observed over
+    // completed orders, else the configured limit.
     const bps = this.opts.serveBytesPerSecond;
-    const rate = bps > 0 ? bps / 1000 : this.rate.value;
+    const rate = this.rate.value ?? (bps > 0 ? bps / 1000 : undefined);
     const serveMs = (bytes: number): number => (rate ? bytes / rate : (this.hold.value ?? 1000));
     for (const s of this.serving.values()) {
       const elapsed = now - s.arrivedAt;
       const observed = elapsed > 200 && s.sent > s.offset ? (s.sent - s.offset) / elapsed : undefined;
-      const r = bps > 0 ? bps / 1000 : (observed ?? rate);
+      const r = observed ?? rate;
       out.push(Math.max(0, r ? (s.total - s.sent) / r : (this.hold.value ?? 1000) - (now - s.noticedAt)));
     }
     for (const e of this.incoming.values()) {
@@ -256,7 +305,7 @@ export class ContentServerCore extends EventEmitter {
       // Never later than the ticket's expiry, when the slot frees anyway.
       out.push(Math.min(Math.max(0, e.expiresAt - now), arrival + serveMs(e.sizeBytes)));
     }
-    return out.sort((a, b) => a - b);
+    return sorted ? out.sort((a, b) => a - b) : out;
   }
 
   private nextFreeMs(): number {
@@ -265,6 +314,7 @@ export class ContentServerCore extends EventEmitter {
 
   /** The load report receptions get. */
   load(cpuCores: number): ServerLoad {
+    const hold = this.meanHoldMs();
     let bytesInFlight = 0;
     for (const s of this.serving.values()) bytesInFlight += s.inFlight;
     return {
@@ -274,7 +324,7 @@ export class ContentServerCore extends EventEmitter {
       memoryRssBytes: BigInt(process.memoryUsage.rss()),
       cpuCores,
       bytesInFlight: BigInt(bytesInFlight),
-      ...(this.hold.value !== undefined ? { meanHoldTime: msToDuration(this.hold.value) } : {}),
+      ...(hold !== undefined ? { meanHoldTime: msToDuration(hold) } : {}),
       slotFreeIn: this.slotFreeIn().map(msToDuration),
       observedAt: new Date(),
       noticesSeen: BigInt(this.noticesSeen),

@@ -46,6 +46,12 @@ export interface ReceptionOptions {
   maxQueue: number;
   /** Largest random spread added to retry delays. */
   maxSpreadMs: number;
+  /**
+   * A queued client whose slot should free within this long, or whose wait cannot be
+   * estimated yet (no report covers the tickets just issued), is held by the reception
+   * until the next load reports instead of being sent away; 0 turns this off.
+   */
+  parkWithinMs: number;
 }
 
 const CLIENT_ID_MAX = 128;
@@ -61,6 +67,8 @@ export class Reception {
   private readonly idempotent = new Map<string, { at: number; expiresAt: number; res: Promise<PlaceOrderResponse> }>();
   private readonly staleWatch: NodeJS.Timeout;
   private readonly wasActive = new Map<string, boolean>();
+  /** Parked PlaceOrder calls, woken by the next load report. */
+  private readonly reportWaiters = new Set<() => void>();
   /** Orders admitted and refused (busy), for metrics and tests. */
   readonly counters = { admitted: 0, busy: 0 };
 
@@ -83,6 +91,7 @@ export class Reception {
         }
       }
       this.queue.purge(now);
+      this.table.sweep(now);
     }, 250);
     this.staleWatch.unref();
   }
@@ -91,12 +100,12 @@ export class Reception {
   async placeOrder(req: PlaceOrderRequest, ctx: CallContext): Promise<PlaceOrderResponse> {
     validateOrder(req);
     const clientId = subjectOf(ctx) ?? req.clientId;
-    if (!req.requestId) return this.admit(req.itemId, clientId, peerHost(ctx.peer));
+    if (!req.requestId) return this.admit(req.itemId, clientId, peerHost(ctx.peer), ctx);
     const key = `${clientId}\u0000${req.requestId}`;
     const now = Date.now();
     const hit = this.idempotent.get(key);
     if (hit && hit.expiresAt > now) return hit.res;
-    const res = this.admit(req.itemId, clientId, peerHost(ctx.peer));
+    const res = this.admit(req.itemId, clientId, peerHost(ctx.peer), ctx);
     this.idempotent.set(key, { at: now, expiresAt: now + this.opts.ticketTtlMs, res });
     res.catch(() => this.idempotent.delete(key));
     if (this.idempotent.size > 50_000) {
@@ -105,8 +114,9 @@ export class Reception {
     return res;
   }
 
-  private async admit(itemId: string, clientId: string, clientAddress: string): Promise<PlaceOrderResponse> {
-    for (let attempt = 0; attempt < 4; attempt++) {
+  private async admit(itemId: string, clientId: string, clientAddress: string, ctx: CallContext): Promise<PlaceOrderResponse> {
+    const parkUntil = Date.now() + this.opts.parkWithinMs;
+    for (let failures = 0; failures < 4; ) {
       const now = Date.now();
       const carriers = this.table.carriersOf(itemId);
       if (!carriers.length) throw new ItemNotFoundError(itemId);
@@ -122,26 +132,57 @@ export class Reception {
       };
       const position = this.queue.ahead(entry?.seq ?? Infinity, competes, now);
       const free = live.reduce((n, e) => n + this.table.free(e, now), 0);
-      if (position >= free) throw this.busy(itemId, clientId, qkey, entry !== undefined, position, live, now);
-      const server = this.table.candidates(itemId, now)[0];
-      if (!server) throw this.busy(itemId, clientId, qkey, entry !== undefined, position, live, now);
+      const server = position < free ? this.table.candidates(itemId, now)[0] : undefined;
+      if (!server) {
+        const busy = this.busy(itemId, clientId, qkey, entry !== undefined, position, live, now);
+        // Due very soon, or not estimable until a report covers the tickets just issued:
+        // wait here for the next reports rather than send the client away.
+        const left = parkUntil - now;
+        if (busy.queued && left > 0 && (busy.estimate <= left || !busy.informed) && !ctx.signal.aborted) {
+          await this.nextReport(busy.informed ? Math.min(left, busy.estimate + 50) : left, ctx.signal);
+          continue;
+        }
+        this.counters.busy++;
+        throw busy.error;
+      }
       const ticket = this.mint(server, itemId, clientId, clientAddress, now);
       this.table.reserve(server, ticket.ticketId, ticket.notAfter?.getTime() ?? now, now);
-      try {
-        const ack = await this.notifierFor(server).notify(ticket.token, this.opts.notifyTimeoutMs);
+      const notifier = this.notifierFor(server);
+      // A proven stream (answered before, refused nothing) gets the notice written and
+      // the order answered at once; the acknowledgement is reconciled when it comes. The
+      // reservation counts against the server until a report includes the ticket, so
+      // nothing is admitted beyond capacity either way.
+      const early = notifier.proven;
+      const acked = notifier.notify(ticket.token, this.opts.notifyTimeoutMs).then((ack) => {
         if (ack.rejectedReason) throw new Error(`content server rejected the notice: ${ack.rejectedReason}`);
         this.table.acknowledged(server, ticket.ticketId, ack.noticesSeen);
-      } catch (err) {
-        this.table.release(server, ticket.ticketId);
-        server.suspectUntil = Date.now() + this.opts.staleAfterMs;
-        this.log.warn({ serverId: server.id, err: (err as Error).message }, "ticket notice failed; avoiding the server for now");
-        continue;
+      });
+      if (early) {
+        // The client already holds the ticket: its slot stays reserved until the ticket
+        // expires (the server admits it only with a free slot, notified or not).
+        acked.catch((err: unknown) => this.noticeFailed(server, err));
+      } else {
+        try {
+          await acked;
+        } catch (err) {
+          this.table.release(server, ticket.ticketId);
+          this.noticeFailed(server, err);
+          failures++;
+          continue;
+        }
       }
       if (entry) this.queue.remove(qkey);
       this.counters.admitted++;
       return { ticket, queuedFor: msToDuration(entry ? Date.now() - entry.enqueuedAt : 0) };
     }
     throw new NoServerAvailableError(itemId, this.opts.minRetryMs);
+  }
+
+  private noticeFailed(server: ServerEntry, err: unknown): void {
+    const now = Date.now();
+    // One log line per episode, not one per ticket of a failed batch.
+    if (server.suspectUntil <= now) this.log.warn({ serverId: server.id, err: (err as Error).message }, "ticket notice failed; avoiding the server for now");
+    server.suspectUntil = now + this.opts.staleAfterMs;
   }
 
   private mint(server: ServerEntry, itemId: string, clientId: string, clientAddress: string, now: number): Ticket {
@@ -161,26 +202,60 @@ export class Reception {
     return { ticketId, serverId: server.id, serverAddress: server.address, contentLocation: itemId, token, notBefore, notAfter, keyId: this.minter.activeKeyId };
   }
 
-  /** Queues the client (or keeps its place) and builds the busy answer with an estimate. */
-  private busy(itemId: string, clientId: string, qkey: string, queued: boolean, position: number, live: ServerEntry[], now: number): Error {
+  /** Resolves after the next load report, `ms`, or an abort, whichever comes first. */
+  private nextReport(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.reportWaiters.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(1, ms));
+      this.reportWaiters.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  /**
+   * Queues the client (or keeps its place) and builds the busy answer with an estimate.
+   * `informed` is false when the estimate rests on the configured default hold time for
+   * slots taken by tickets no report covers yet.
+   */
+  private busy(
+    itemId: string,
+    clientId: string,
+    qkey: string,
+    queued: boolean,
+    position: number,
+    live: ServerEntry[],
+    now: number,
+  ): { error: Error; estimate: number; informed: boolean; queued: boolean } {
     const entry = queued ? this.queue.get(qkey, now) : this.queue.add(qkey, itemId, clientId, now);
-    this.counters.busy++;
+    let informed = true;
     const servers = live.map((e) => {
       // Before a server has completed an order, its longest per-slot estimate (a slot
       // taken recently) stands in for the hold time; the configured default comes last.
       const longest = Math.max(0, ...(e.load?.slotFreeIn ?? []).map((d) => durationToMs(d) ?? 0));
       const hold = durationToMs(e.load?.meanHoldTime) ?? (longest > 0 ? longest : this.opts.defaultHoldMs);
+      if (hold === this.opts.defaultHoldMs && e.pending.size > 0 && !e.load?.meanHoldTime && !(longest > 0)) informed = false;
       return { releases: this.table.releaseTimes(e, hold, now), holdMs: hold };
     });
     const est = estimateWait(position, servers);
     const estimate = Number.isFinite(est) ? est : this.opts.maxRetryMs;
-    // Come back a little after the slot should free, spread so that clients due at the
-    // same moment do not all arrive in the same instant.
-    // The offset grows with the position, so spreading never reorders the queue.
+    // Spread returns so that clients due at the same moment do not all arrive in the
+    // same instant. With parking on, come back a little before the slot should free
+    // (the reception holds an early client until it frees, so the wait is the estimate);
+    // without, a little after. Admission follows queue positions, never arrival order.
     const spread = Math.min(this.opts.maxSpreadMs, 0.1 * estimate) * (position / (position + 4));
-    const retry = Math.min(this.opts.maxRetryMs, Math.max(this.opts.minRetryMs, estimate + spread));
+    const retry = Math.min(
+      this.opts.maxRetryMs,
+      this.opts.parkWithinMs > 0
+        ? Math.max(this.opts.minRetryMs, estimate - Math.min(spread, this.opts.parkWithinMs / 2))
+        : Math.max(this.opts.minRetryMs, estimate + spread),
+    );
     if (entry) entry.expiresAt = now + retry + Math.max(this.opts.queueGraceMs, 0.25 * retry);
-    return new AllServersBusyError(itemId, position, estimate, retry);
+    return { error: new AllServersBusyError(itemId, position, estimate, retry), estimate, informed, queued: entry !== undefined };
   }
 
   private notifierFor(e: ServerEntry): TicketNotifier {
@@ -222,7 +297,10 @@ export class Reception {
         if (n.done || ctx.signal.aborted) break;
         if (entry.stream !== stream) break; // replaced by a newer stream of a restarted server
         const m = n.value.message;
-        if (m?.$case === "load") this.table.report(entry, m.value);
+        if (m?.$case === "load") {
+          this.table.report(entry, m.value);
+          for (const wake of [...this.reportWaiters]) wake();
+        }
         else if (m?.$case === "catalog") this.table.setItems(entry, m.value.itemIds);
         else if (m?.$case === "pong") {
           const sent = pings.get(m.value.nonce);

@@ -67,6 +67,7 @@ export const contentServerRole: RoleDefinition<ContentServerConfig> = {
     );
     const swept = await core.catalog.sweepOrphans();
     if (swept) ctx.log.info({ swept }, "removed chunks of unfinished publishes");
+    await core.catalog.load();
     for (const s of c.seed) {
       checkItemId(s.itemId);
       if (await core.catalog.get(s.itemId)) continue;
@@ -110,7 +111,8 @@ export const contentServerRole: RoleDefinition<ContentServerConfig> = {
 
     const service = ctx.implement(ContentServerServiceService, {
       notifyTickets: async (requests, sink) => {
-        for await (const n of requests) sink.write(await core.notice(n.token));
+        // Synchronous per notice: nothing waits on the store, so notices never queue up.
+        for await (const n of requests) sink.write(core.notices(n.tokens));
       },
       fetchContent: (req, sink, call) => core.fetch(req, sink, call),
       completeOrder: (req, call) => core.complete(req.token, req.clientId, call),

@@ -26,6 +26,9 @@ const schema = z
     queueGrace: duration().default(2_000).describe("a waiting client keeps its place this long past its retry time; default 2s"),
     maxQueue: z.number().int().min(1).default(100_000).describe("most clients waiting at once; default 100000"),
     maxSpread: duration().default(200).describe("largest random spread added to retry delays; default 200ms"),
+    parkWithin: duration()
+      .default(300)
+      .describe("hold a queued client whose slot frees within this long (or whose wait is not estimable yet) until it frees, instead of a retry; 0 = off; default 300ms"),
   })
   .refine((c) => !c.activeKeyId || c.masterKeys.some((k) => k.id === c.activeKeyId), { message: "activeKeyId must name one of masterKeys", path: ["activeKeyId"] });
 
@@ -62,6 +65,7 @@ export const receptionRole: RoleDefinition<ReceptionConfig> = {
         queueGraceMs: c.queueGrace,
         maxQueue: c.maxQueue,
         maxSpreadMs: c.maxSpread,
+        parkWithinMs: c.parkWithin,
       },
       ctx.channel,
       ctx.log,

@@ -141,19 +141,23 @@ export class ServerTable {
     return e.stream !== undefined && now - e.lastReportAt <= this.opts.staleAfterMs && now >= e.suspectUntil;
   }
 
-  /** Clients holding a slot: the last report's counts plus our tickets it does not include. */
-  occupancy(e: ServerEntry, now = Date.now()): number {
-    let pending = 0;
-    for (const [id, p] of e.pending) {
-      if (p.expiresAt <= now) e.pending.delete(id);
-      else pending++;
-    }
-    return (e.load ? e.load.clientsServed + e.load.clientsIncoming : 0) + pending;
+  /**
+   * Clients holding a slot: the last report's counts plus our tickets it does not
+   * include. Lapsed tickets leave `pending` on the next report or sweep, so until then
+   * they still count (erring on the side of a full server).
+   */
+  occupancy(e: ServerEntry): number {
+    return (e.load ? e.load.clientsServed + e.load.clientsIncoming : 0) + e.pending.size;
+  }
+
+  /** Drops lapsed tickets from every server's pending set. */
+  sweep(now = Date.now()): void {
+    for (const e of this.entries.values()) for (const [id, p] of e.pending) if (p.expiresAt <= now) e.pending.delete(id);
   }
 
   /** Free slots of `e` (0 when inactive). */
   free(e: ServerEntry, now = Date.now()): number {
-    return this.active(e, now) ? Math.max(0, e.capacity - this.occupancy(e, now)) : 0;
+    return this.active(e, now) ? Math.max(0, e.capacity - this.occupancy(e)) : 0;
   }
 
   /**
@@ -162,7 +166,8 @@ export class ServerTable {
    */
   candidates(itemId: string, now = Date.now()): ServerEntry[] {
     const list = this.carriersOf(itemId).filter((e) => this.free(e, now) > 0);
-    const util = new Map(list.map((e) => [e, this.occupancy(e, now) / e.capacity]));
+    if (list.length < 2) return list;
+    const util = new Map(list.map((e) => [e, this.occupancy(e) / e.capacity]));
     return list.sort(
       (a, b) =>
         (util.get(a) ?? 0) - (util.get(b) ?? 0) ||

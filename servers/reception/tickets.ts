@@ -71,11 +71,28 @@ function header(keyId: string, serverId: string, ctLen: number): Buffer {
   return h;
 }
 
+/**
+ * Random nonces drawn from a pool refilled 256 at a time: one call into the CSPRNG per
+ * 256 tickets instead of one per ticket (the same trick Node uses for randomUUID).
+ */
+const NONCE_POOL = 256;
+let noncePool = Buffer.alloc(0);
+let nonceAt = 0;
+function nextNonce(): Buffer {
+  if (nonceAt >= noncePool.length) {
+    noncePool = randomBytes(NONCE * NONCE_POOL);
+    nonceAt = 0;
+  }
+  const n = noncePool.subarray(nonceAt, nonceAt + NONCE);
+  nonceAt += NONCE;
+  return n;
+}
+
 /** Seals claims for one server with an already-derived key. */
 export function sealClaims(key: KeyObject | Buffer, keyId: string, claims: TicketClaims): Buffer {
   const plain = TicketClaims.encode(claims).finish();
   const aad = header(keyId, claims.serverId, plain.length);
-  const nonce = randomBytes(NONCE);
+  const nonce = nextNonce();
   const c = createCipheriv("aes-256-gcm", key, nonce);
   c.setAAD(aad);
   const ct = Buffer.concat([c.update(plain), c.final()]);

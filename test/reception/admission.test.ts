@@ -44,6 +44,22 @@ describe("Reception admission", () => {
       assert.deepEqual([...counts.values()].sort(), [3, 3]);
     });
 
+    it("admits a burst of concurrent orders up to capacity and no further, and each chosen server counts its tickets", async () => {
+      const c = await startCluster({ servers: 2, capacity: 5 });
+      const results = await Promise.allSettled(Array.from({ length: 25 }, (_, i) => c.rc.placeOrder({ itemId: "hello.txt", clientId: `burst-${i}` })));
+      const tickets = results.flatMap((r) => (r.status === "fulfilled" && r.value.ticket ? [r.value.ticket] : []));
+      const refusals = results.flatMap((r) => (r.status === "rejected" ? [parseRichError(r.reason).errorInfo?.reason] : []));
+      assert.equal(tickets.length, 10, "exactly the total capacity is admitted");
+      assert.deepEqual([...new Set(refusals)], ["ALL_SERVERS_BUSY"]);
+      for (let s = 0; s < 2; s++) {
+        const id = c.servers[s]!.config.node.id;
+        const issued = tickets.filter((t) => t.serverId === id).length;
+        assert.equal(issued, 5, `${id} got ${issued} tickets`);
+        // The server learned of every ticket before the reception answered.
+        assert.equal(c.core(s).occupancy, issued);
+      }
+    });
+
     it("breaks ties by configured distance", async () => {
       const c = await startCluster({ servers: 2, capacity: 4, reception: { distances: { "content-1": 5, "content-2": 1 } } });
       const t = (await c.rc.placeOrder({ itemId: "hello.txt", clientId: "near" })).ticket as Ticket;
@@ -72,6 +88,20 @@ describe("Reception admission", () => {
       assert.equal(early.errorInfo?.metadata?.["queue_position"], "1");
       const admitted = await c.rc.placeOrder({ itemId: "hello.txt", clientId: "c" });
       assert.equal(admitted.ticket?.serverId, held[0]?.serverId);
+    });
+
+    it("holds a queued client whose slot frees within the parking window and admits it without a retry", async () => {
+      const c = await startCluster({ servers: 1, capacity: 1, reception: { parkWithin: "5s" } });
+      const held = (await c.rc.placeOrder({ itemId: "hello.txt", clientId: "a" })).ticket as Ticket;
+      const waiting = c.rc.placeOrder({ itemId: "hello.txt", clientId: "b" });
+      let settled = false;
+      void waiting.finally(() => (settled = true)).catch(() => undefined);
+      await eventually(() => c.rcore.queue.size === 1, 5000);
+      assert.equal(settled, false, "b is held, not answered");
+      await c.content(0).complete(held.token, "a");
+      const res = await waiting;
+      assert.equal(res.ticket?.serverId, "content-1");
+      assert.equal(c.rcore.queue.size, 0);
     });
 
     it("stops sending orders to a server whose reports stop, and uses the others", async () => {
@@ -111,7 +141,7 @@ describe("Reception admission", () => {
       });
       const clients = 3 * capacity * 2;
       const admittedOrder: number[] = [];
-      const rows: { i: number; estimate: number | undefined; actual: number }[] = [];
+      const rows: { i: number; estimate: number | undefined; actual: number; attempts: number }[] = [];
       const runs: Promise<void>[] = [];
       for (let i = 0; i < clients; i++) {
         runs.push(
@@ -124,7 +154,7 @@ describe("Reception admission", () => {
               if (e.type === "admitted") admittedOrder.push(i);
               if (process.env["DBG"]) process.stdout.write(`${Date.now() % 100000} ${i} ${JSON.stringify(e, (_k, v: unknown) => (typeof v === "bigint" ? Number(v) : v instanceof Uint8Array || (v as { type?: string })?.type === "Buffer" ? "<bytes>" : v))?.slice(0, 200)}\n`);
             },
-          }).then((r) => void rows.push({ i, estimate: r.firstEstimateMs, actual: r.waitedMs })),
+          }).then((r) => void rows.push({ i, estimate: r.firstEstimateMs, actual: r.waitedMs, attempts: r.attempts })),
         );
         // Stagger so arrival order is well defined.
         await new Promise((r) => setTimeout(r, 15));
@@ -139,8 +169,11 @@ describe("Reception admission", () => {
         assert.ok(overtaken < 2 * capacity, `client ${j} overtook ${overtaken} earlier clients: ${admittedOrder.join(",")}`);
       });
       rows.sort((a, b) => a.i - b.i);
+      // A client is either sent away with an estimate or, when its slot was due within
+      // the reception's parking window, held and admitted on its first call.
       const waited = rows.filter((r) => r.estimate !== undefined);
-      assert.ok(waited.length >= clients - 2 * capacity, "the clients beyond capacity waited with an estimate");
+      assert.ok(waited.length >= (clients - 2 * capacity) / 2, `the queue formed: ${waited.length} clients waited with an estimate`);
+      for (const r of rows) if (r.estimate === undefined) assert.equal(r.attempts, 1, `client ${r.i} retried without an estimate`);
       process.stdout.write(`      client  estimate_ms  actual_ms\n${rows.map((r) => `      ${String(r.i).padStart(6)}  ${String(r.estimate ?? "-").padStart(11)}  ${String(r.actual).padStart(9)}`).join("\n")}\n`);
     });
   });

@@ -162,6 +162,40 @@ describe("ContentServerService", () => {
     });
   });
 
+  describe("NotifyTickets", () => {
+    /** Sends one request on a fresh notice stream and returns the answer. */
+    const notify = async (cs: ContentServerClient, tokens: Uint8Array[]) => {
+      const call = cs.notifyTickets();
+      try {
+        const answer = new Promise<import("../../clients/reception/index.js").NotifyTicketsResponse>((resolve, reject) => {
+          call.once("data", resolve);
+          call.once("error", reject);
+        });
+        call.write({ tokens: tokens.map((t) => Buffer.from(t)) });
+        return await answer;
+      } finally {
+        call.cancel();
+      }
+    };
+
+    it("counts each new ticket of a batch once, lists the refused ones by index, and does not count a used ticket again", async () => {
+      const idx = c.servers.findIndex((s) => s.config.node.id === ticket.serverId);
+      const core = c.core(idx);
+      assert.equal(core.occupancy, 1, "the order placed in beforeEach");
+      const fresh = minter.mint(claimsFor(ticket));
+      const before = core.load(0).noticesSeen;
+      const res = await notify(mine, [fresh, randomBytes(40), ticket.token]);
+      assert.deepEqual(res.rejections.map((r) => [r.index, r.reason]), [[1, "TICKET_MALFORMED"]]);
+      assert.equal(res.noticesSeen, before + 3n);
+      assert.equal(core.occupancy, 2, "the fresh ticket is incoming; the known one is not counted twice");
+      await drain(mine, ticket.token, "alice");
+      assert.equal(core.occupancy, 1);
+      const again = await notify(mine, [ticket.token]);
+      assert.deepEqual(again.rejections, []);
+      assert.equal(core.occupancy, 1, "a used ticket announced again holds no slot");
+    });
+  });
+
   describe("CompleteOrder", () => {
     it("uses the ticket up and answers a second call with already_completed", async () => {
       const first = await mine.complete(ticket.token, "alice");

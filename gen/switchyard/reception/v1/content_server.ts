@@ -74,7 +74,8 @@ export interface ServerLoad {
   bytesInFlight: bigint;
   /**
    * Mean time one client holds a slot, from ticket notice to completion (moving average).
-   * Unset until the server has completed an order.
+   * Before the first completion: the expected hold of the clients holding a slot now
+   * (time since their notice plus the estimated rest). Unset while there is neither.
    */
   meanHoldTime?:
     | Duration

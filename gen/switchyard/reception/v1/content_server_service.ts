@@ -27,20 +27,32 @@ import {
 import { Duration } from "../../../google/protobuf/duration.js";
 import { CatalogItem } from "./content_server.js";
 
-/** NotifyTicketsRequest announces one ticket. */
+/** NotifyTicketsRequest announces tickets, in the order they were issued. */
 export interface NotifyTicketsRequest {
-  /** The ticket token exactly as handed to the client. */
-  token: Buffer;
+  /** The ticket tokens exactly as handed to the clients; at least one. */
+  tokens: Buffer[];
 }
 
-/** NotifyTicketsResponse answers one notice, in the order of the notices. */
+/** NotifyTicketsResponse answers one request, in the order of the requests. */
 export interface NotifyTicketsResponse {
+  /** The tokens of the request that were refused (none when all were accepted). */
+  rejections: NoticeRejection[];
+  /**
+   * Notices (tokens) received by this server process so far, this request's included.
+   * A load report with at least this `notices_seen` counts every accepted ticket of the
+   * request.
+   */
+  noticesSeen: bigint;
+}
+
+/** NoticeRejection names one refused token of a NotifyTicketsRequest. */
+export interface NoticeRejection {
+  /** 0-based position of the token in NotifyTicketsRequest.tokens. */
+  index: number;
   /** Ticket id from the token; empty when the token could not be read. */
   ticketId: string;
-  /** Empty when accepted; otherwise the ticket error reason (e.g. TICKET_NOT_AUTHENTIC). */
-  rejectedReason: string;
-  /** Notices received by this server process so far, this one included. */
-  noticesSeen: bigint;
+  /** The ticket error reason (e.g. TICKET_NOT_AUTHENTIC, TICKET_EXPIRED). */
+  reason: string;
 }
 
 /** FetchContentRequest presents a ticket. */
@@ -136,13 +148,13 @@ export interface ListItemsResponse {
 }
 
 function createBaseNotifyTicketsRequest(): NotifyTicketsRequest {
-  return { token: Buffer.alloc(0) };
+  return { tokens: [] };
 }
 
 export const NotifyTicketsRequest: MessageFns<NotifyTicketsRequest> = {
   encode(message: NotifyTicketsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.token.length !== 0) {
-      writer.uint32(10).bytes(message.token);
+    for (const v of message.tokens) {
+      writer.uint32(10).bytes(v!);
     }
     return writer;
   },
@@ -165,7 +177,7 @@ export const NotifyTicketsRequest: MessageFns<NotifyTicketsRequest> = {
               break;
             }
 
-            message.token = Buffer.from(reader.bytes());
+            message.tokens.push(Buffer.from(reader.bytes()));
             continue;
           }
         }
@@ -181,13 +193,17 @@ export const NotifyTicketsRequest: MessageFns<NotifyTicketsRequest> = {
   },
 
   fromJSON(object: any): NotifyTicketsRequest {
-    return { token: isSet(object.token) ? Buffer.from(bytesFromBase64(object.token)) : Buffer.alloc(0) };
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens)
+        ? object.tokens.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+    };
   },
 
   toJSON(message: NotifyTicketsRequest): unknown {
     const obj: any = {};
-    if (message.token.length !== 0) {
-      obj.token = base64FromBytes(message.token);
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => base64FromBytes(e));
     }
     return obj;
   },
@@ -197,28 +213,25 @@ export const NotifyTicketsRequest: MessageFns<NotifyTicketsRequest> = {
   },
   fromPartial<I extends Exact<DeepPartial<NotifyTicketsRequest>, I>>(object: I): NotifyTicketsRequest {
     const message = createBaseNotifyTicketsRequest();
-    message.token = object.token ?? Buffer.alloc(0);
+    message.tokens = object.tokens?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseNotifyTicketsResponse(): NotifyTicketsResponse {
-  return { ticketId: "", rejectedReason: "", noticesSeen: 0n };
+  return { rejections: [], noticesSeen: 0n };
 }
 
 export const NotifyTicketsResponse: MessageFns<NotifyTicketsResponse> = {
   encode(message: NotifyTicketsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.ticketId !== "") {
-      writer.uint32(10).string(message.ticketId);
-    }
-    if (message.rejectedReason !== "") {
-      writer.uint32(18).string(message.rejectedReason);
+    for (const v of message.rejections) {
+      NoticeRejection.encode(v!, writer.uint32(10).fork()).join();
     }
     if (message.noticesSeen !== 0n) {
       if (BigInt.asUintN(64, message.noticesSeen) !== message.noticesSeen) {
         throw new globalThis.Error("value provided for field message.noticesSeen of type uint64 too large");
       }
-      writer.uint32(24).uint64(message.noticesSeen);
+      writer.uint32(16).uint64(message.noticesSeen);
     }
     return writer;
   },
@@ -241,19 +254,11 @@ export const NotifyTicketsResponse: MessageFns<NotifyTicketsResponse> = {
               break;
             }
 
-            message.ticketId = reader.string();
+            message.rejections.push(NoticeRejection.decode(reader, reader.uint32()));
             continue;
           }
           case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.rejectedReason = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 24) {
+            if (tag !== 16) {
               break;
             }
 
@@ -274,16 +279,9 @@ export const NotifyTicketsResponse: MessageFns<NotifyTicketsResponse> = {
 
   fromJSON(object: any): NotifyTicketsResponse {
     return {
-      ticketId: isSet(object.ticketId)
-        ? globalThis.String(object.ticketId)
-        : isSet(object.ticket_id)
-        ? globalThis.String(object.ticket_id)
-        : "",
-      rejectedReason: isSet(object.rejectedReason)
-        ? globalThis.String(object.rejectedReason)
-        : isSet(object.rejected_reason)
-        ? globalThis.String(object.rejected_reason)
-        : "",
+      rejections: globalThis.Array.isArray(object?.rejections)
+        ? object.rejections.map((e: any) => NoticeRejection.fromJSON(e))
+        : [],
       noticesSeen: isSet(object.noticesSeen)
         ? BigInt(object.noticesSeen)
         : isSet(object.notices_seen)
@@ -294,11 +292,8 @@ export const NotifyTicketsResponse: MessageFns<NotifyTicketsResponse> = {
 
   toJSON(message: NotifyTicketsResponse): unknown {
     const obj: any = {};
-    if (message.ticketId !== "") {
-      obj.ticketId = message.ticketId;
-    }
-    if (message.rejectedReason !== "") {
-      obj.rejectedReason = message.rejectedReason;
+    if (message.rejections?.length) {
+      obj.rejections = message.rejections.map((e) => NoticeRejection.toJSON(e));
     }
     if (message.noticesSeen !== 0n) {
       obj.noticesSeen = message.noticesSeen.toString();
@@ -311,11 +306,115 @@ export const NotifyTicketsResponse: MessageFns<NotifyTicketsResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<NotifyTicketsResponse>, I>>(object: I): NotifyTicketsResponse {
     const message = createBaseNotifyTicketsResponse();
-    message.ticketId = object.ticketId ?? "";
-    message.rejectedReason = object.rejectedReason ?? "";
+    message.rejections = object.rejections?.map((e) => NoticeRejection.fromPartial(e)) || [];
     message.noticesSeen = (object.noticesSeen !== undefined && object.noticesSeen !== null)
       ? BigInt(object.noticesSeen)
       : 0n;
+    return message;
+  },
+};
+
+function createBaseNoticeRejection(): NoticeRejection {
+  return { index: 0, ticketId: "", reason: "" };
+}
+
+export const NoticeRejection: MessageFns<NoticeRejection> = {
+  encode(message: NoticeRejection, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).uint32(message.index);
+    }
+    if (message.ticketId !== "") {
+      writer.uint32(18).string(message.ticketId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NoticeRejection {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNoticeRejection();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ticketId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NoticeRejection {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      ticketId: isSet(object.ticketId)
+        ? globalThis.String(object.ticketId)
+        : isSet(object.ticket_id)
+        ? globalThis.String(object.ticket_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: NoticeRejection): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.ticketId !== "") {
+      obj.ticketId = message.ticketId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NoticeRejection>, I>>(base?: I): NoticeRejection {
+    return NoticeRejection.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NoticeRejection>, I>>(object: I): NoticeRejection {
+    const message = createBaseNoticeRejection();
+    message.index = object.index ?? 0;
+    message.ticketId = object.ticketId ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -1253,11 +1352,12 @@ export const ListItemsResponse: MessageFns<ListItemsResponse> = {
 export type ContentServerServiceService = typeof ContentServerServiceService;
 export const ContentServerServiceService = {
   /**
-   * NotifyTickets is opened by a reception: each request announces one ticket it just
-   * issued for this server; the server verifies the token, counts the client as
-   * incoming load until it arrives or the ticket expires, and answers each notice in
-   * order. A notice with a bad token is answered with `rejected_reason` set; the stream
-   * stays open. Errors: UNAVAILABLE when the server shuts down.
+   * NotifyTickets is opened by a reception: each request announces one or more tickets
+   * it just issued for this server (a reception batches the tickets of one moment); the
+   * server verifies each token, counts the client as incoming load until it arrives or
+   * the ticket expires, and answers each request with one response, in order. Bad
+   * tokens are listed in `rejections`; the stream stays open. Errors: UNAVAILABLE when
+   * the server shuts down.
    */
   notifyTickets: {
     path: "/switchyard.reception.v1.ContentServerService/NotifyTickets" as const,
@@ -1337,11 +1437,12 @@ export const ContentServerServiceService = {
 
 export interface ContentServerServiceServer extends UntypedServiceImplementation {
   /**
-   * NotifyTickets is opened by a reception: each request announces one ticket it just
-   * issued for this server; the server verifies the token, counts the client as
-   * incoming load until it arrives or the ticket expires, and answers each notice in
-   * order. A notice with a bad token is answered with `rejected_reason` set; the stream
-   * stays open. Errors: UNAVAILABLE when the server shuts down.
+   * NotifyTickets is opened by a reception: each request announces one or more tickets
+   * it just issued for this server (a reception batches the tickets of one moment); the
+   * server verifies each token, counts the client as incoming load until it arrives or
+   * the ticket expires, and answers each request with one response, in order. Bad
+   * tokens are listed in `rejections`; the stream stays open. Errors: UNAVAILABLE when
+   * the server shuts down.
    */
   notifyTickets: handleBidiStreamingCall<NotifyTicketsRequest, NotifyTicketsResponse>;
   /**
@@ -1378,11 +1479,12 @@ export interface ContentServerServiceServer extends UntypedServiceImplementation
 
 export interface ContentServerServiceClient extends Client {
   /**
-   * NotifyTickets is opened by a reception: each request announces one ticket it just
-   * issued for this server; the server verifies the token, counts the client as
-   * incoming load until it arrives or the ticket expires, and answers each notice in
-   * order. A notice with a bad token is answered with `rejected_reason` set; the stream
-   * stays open. Errors: UNAVAILABLE when the server shuts down.
+   * NotifyTickets is opened by a reception: each request announces one or more tickets
+   * it just issued for this server (a reception batches the tickets of one moment); the
+   * server verifies each token, counts the client as incoming load until it arrives or
+   * the ticket expires, and answers each request with one response, in order. Bad
+   * tokens are listed in `rejections`; the stream stays open. Errors: UNAVAILABLE when
+   * the server shuts down.
    */
   notifyTickets(): ClientDuplexStream<NotifyTicketsRequest, NotifyTicketsResponse>;
   notifyTickets(options: Partial<CallOptions>): ClientDuplexStream<NotifyTicketsRequest, NotifyTicketsResponse>;
