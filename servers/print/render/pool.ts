@@ -220,7 +220,9 @@ export class RenderPool {
       if ("kind" in r) return r;
       if (!r.ok) return r.failure;
       this.pagesRendered++;
-      return { jpeg: Buffer.from(r.jpeg ?? new Uint8Array()), width: r.width ?? 0, height: r.height ?? 0 };
+      // A view, not a copy: the IPC message already gave this process its own bytes.
+      const j = r.jpeg ?? new Uint8Array();
+      return { jpeg: Buffer.from(j.buffer, j.byteOffset, j.byteLength), width: r.width ?? 0, height: r.height ?? 0 };
     } finally {
       this.release(c);
     }
