@@ -10,39 +10,26 @@
  * CPU time per call of the servers (from /proc/<pid>/stat: the pass-on nodes together vs the
  * bare server) is reported too: it hardly depends on how busy the machine is.
  */
+import { startBareEcho, startBenchNode, type BenchProcess } from "./processes.js";
 import { readFileSync } from "node:fs";
-import { fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { stringify as toYaml } from "yaml";
+import { join } from "node:path";
 import { NodeServiceClient } from "../../gen/switchyard/node/v1/node_service.js";
 import { dial } from "../../clients/grpc/channel.js";
 import { unary } from "../../clients/grpc/call.js";
 import { MaintenanceClient, PassonClient } from "../../clients/passon/index.js";
-import { nodeEntryPoint } from "../cluster/launcher.js";
 import { median, percentile, row, type BenchRow } from "./harness.js";
 
 const CONCURRENCY = 64;
 const PAYLOAD = Buffer.alloc(64, 7);
 
-async function startNode(dir: string, id: string, role: string, section: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
-  const file = join(dir, `${id}.yaml`);
-  writeFileSync(file, toYaml({ node: { id, role, listen: "127.0.0.1:0", dataDir: join(dir, id) }, log: { level: "warn" }, metrics: { listen: "" }, [section]: cfg }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once("message", (m: { address: string }) => resolve(m.address));
-    child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
-  });
-  return { child, address };
-}
 
-async function startBare(): Promise<{ child: ChildProcess; address: string }> {
-  const script = join(dirname(fileURLToPath(import.meta.url)), "bare-echo-server.js");
-  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<string>((resolve) => child.stdout?.once("data", (b: Buffer) => resolve(b.toString().trim())));
-  return { child, address: `127.0.0.1:${port}` };
+
+/** A pass-on node with its role section. */
+function startNode(dir: string, id: string, role: string, section: string, cfg: Record<string, unknown>): Promise<BenchProcess> {
+  return startBenchNode(dir, { node: { id, role }, [section]: cfg });
 }
 
 async function latencies(c: PassonClient, app: string, n: number): Promise<number[]> {
@@ -103,7 +90,7 @@ export default async function passon(args: string[]): Promise<BenchRow[]> {
     procs.push(center.child);
     const local = await startNode(dir, "local-b", "local", "local", { parent: center.address, statusInterval: "500ms" });
     procs.push(local.child);
-    const bare = await startBare();
+    const bare = await startBareEcho();
     procs.push(bare.child);
     const m = new MaintenanceClient(center.address);
     for (let i = 0; i < 200; i++) {

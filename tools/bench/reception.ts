@@ -16,41 +16,21 @@
  *   for every client that had to wait, the actual wait counted from the moment the
  *   estimate arrived to admission; anchor: the 25 % target.
  */
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { startBareEcho, startBenchNode } from "./processes.js";
 import { createDecipheriv, createSecretKey, randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { stringify as toYaml } from "yaml";
+import { join } from "node:path";
 import { NodeServiceClient } from "../../gen/switchyard/node/v1/node_service.js";
 import { dial } from "../../clients/grpc/channel.js";
 import { unary } from "../../clients/grpc/call.js";
 import { order, ReceptionClient } from "../../clients/reception/index.js";
 import { deriveServerKey, parseToken, TicketMinter, TicketVerifier } from "../../servers/reception/index.js";
-import { nodeEntryPoint } from "../cluster/launcher.js";
 import { median, percentile, row, type BenchRow } from "./harness.js";
 
 const CONCURRENCY = 64;
 
-async function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
-  const id = String((cfg["node"] as Record<string, unknown>)["id"]);
-  const file = join(dir, `${id}.yaml`);
-  writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...cfg, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(cfg["node"] as object) } }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once("message", (m: { address: string }) => resolve(m.address));
-    child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
-  });
-  return { child, address };
-}
 
-async function startBare(): Promise<{ child: ChildProcess; address: string }> {
-  const script = join(dirname(fileURLToPath(import.meta.url)), "bare-echo-server.js");
-  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<string>((resolve) => child.stdout?.once("data", (b: Buffer) => resolve(b.toString().trim())));
-  return { child, address: `127.0.0.1:${port}` };
-}
 
 /** CPU time (user + system) of a child process so far, in µs; 0 where /proc is missing. */
 function childCpuUs(pid: number | undefined): number {
@@ -121,11 +101,11 @@ function verifyRate(ms: number): { ours: number; raw: number } {
 }
 
 async function saturation(dir: string, master: Buffer): Promise<number[]> {
-  const reception = await startNode(dir, { node: { id: "reception-s", role: "reception" }, reception: { masterKeys: [{ id: "k1", secret: master.toString("hex") }], staleAfter: "2s" } });
+  const reception = await startBenchNode(dir, { node: { id: "reception-s", role: "reception" }, reception: { masterKeys: [{ id: "k1", secret: master.toString("hex") }], staleAfter: "2s" } });
   const servers = [];
   for (const id of ["content-s1", "content-s2"]) {
     servers.push(
-      await startNode(dir, {
+      await startBenchNode(dir, {
         node: { id, role: "content-server" },
         contentServer: { receptions: [reception.address], capacity: 2, ticketKeys: [{ id: "k1", secret: deriveServerKey(master, "k1", id).toString("hex") }], reportInterval: "300ms", serveBytesPerSecond: "64KiB", chunkBytes: "4KiB", seed: [{ itemId: "slow.bin", kind: "binary", bytes: 48 * 1024 }] },
       }),
@@ -162,9 +142,9 @@ export default async function reception(args: string[]): Promise<BenchRow[]> {
   const seconds = Number(args[0] ?? 12);
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-reception-"));
   const master = randomBytes(32);
-  const r = await startNode(dir, { node: { id: "reception-b", role: "reception" }, reception: { masterKeys: [{ id: "k1", secret: master.toString("hex") }], ticketTtl: "3s" } });
-  const cs = await startNode(dir, { node: { id: "content-b", role: "content-server" }, contentServer: { receptions: [r.address], capacity: 1_000_000, ticketKeys: [{ id: "k1", secret: deriveServerKey(master, "k1", "content-b").toString("hex") }], seed: [{ itemId: "hello.txt", kind: "text", bytes: 1000 }] } });
-  const bare = await startBare();
+  const r = await startBenchNode(dir, { node: { id: "reception-b", role: "reception" }, reception: { masterKeys: [{ id: "k1", secret: master.toString("hex") }], ticketTtl: "3s" } });
+  const cs = await startBenchNode(dir, { node: { id: "content-b", role: "content-server" }, contentServer: { receptions: [r.address], capacity: 1_000_000, ticketKeys: [{ id: "k1", secret: deriveServerKey(master, "k1", "content-b").toString("hex") }], seed: [{ itemId: "hello.txt", kind: "text", bytes: 1000 }] } });
+  const bare = await startBareEcho();
   try {
     const rc = new ReceptionClient(r.address);
     for (let i = 0; i < 100; i++) {

@@ -20,14 +20,13 @@
  *    source process per frame delivered directly: what a delivery costs, whatever share of
  *    the machine the run got (1e6 / it = deliveries per second per core).
  */
+import { startBenchNode } from "./processes.js";
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { stringify as toYaml } from "yaml";
 import { StreamSourceClient } from "../../clients/relay/index.js";
-import { nodeEntryPoint } from "../cluster/launcher.js";
 import { percentile, row, type BenchRow } from "./harness.js";
 
 const STREAM = "bench";
@@ -37,17 +36,6 @@ const WARMUP_MS = 3000;
 const PROF = process.env["RELAY_BENCH_PROF"];
 const profArgs = (): string[] => (PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []);
 
-async function startNode(dir: string, config: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
-  const id = (config["node"] as { id: string }).id;
-  const file = join(dir, `${id}.yaml`);
-  writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...profArgs()] });
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once("message", (m: { address: string }) => resolve(m.address));
-    child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
-  });
-  return { child, address };
-}
 
 interface Meter {
   frames: number;
@@ -177,14 +165,14 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const intervalMs = Number(args[2] ?? 10);
   const processes = Number(args[3] ?? 4);
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
-  const source = await startNode(dir, {
+  const source = await startBenchNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
     streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }] },
-  });
-  const relay = await startNode(dir, {
+  }, profArgs());
+  const relay = await startBenchNode(dir, {
     node: { id: "bench-relay", role: "relay" },
     relay: { upstream: source.address, linger: "1s" },
-  });
+  }, profArgs());
   const src = new StreamSourceClient(source.address);
   try {
     // Ours: subscribers at the relay, one probe directly at the source.

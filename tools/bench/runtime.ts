@@ -5,44 +5,19 @@
  * handler. Both servers run as child processes; one load generator (this process) drives
  * them in alternating rounds so drift hits both alike.
  */
-import { fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { startBareEcho, startBenchNode } from "./processes.js";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { stringify as toYaml } from "yaml";
+import { join } from "node:path";
 import { NodeServiceClient } from "../../gen/switchyard/node/v1/node_service.js";
 import { dial } from "../../clients/grpc/channel.js";
 import { unary } from "../../clients/grpc/call.js";
-import { nodeEntryPoint } from "../cluster/launcher.js";
 import { median, percentile, row, type BenchRow } from "./harness.js";
 
 const CONCURRENCY = 64;
 const PAYLOAD = Buffer.alloc(64, 7);
 
-async function startOurs(dir: string): Promise<{ child: ChildProcess; address: string }> {
-  const configFile = join(dir, "bench-node.yaml");
-  writeFileSync(
-    configFile,
-    toYaml({ node: { id: "bench-node", role: "bare", listen: "127.0.0.1:0", dataDir: join(dir, "bench-node") }, log: { level: "warn" }, metrics: { listen: "127.0.0.1:0" } }),
-  );
-  const child = fork(nodeEntryPoint(), ["--config", configFile], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once("message", (m: { address: string }) => resolve(m.address));
-    child.once("exit", (c) => reject(new Error(`node exited ${c}`)));
-  });
-  return { child, address };
-}
 
-async function startBare(): Promise<{ child: ChildProcess; address: string }> {
-  const script = join(dirname(fileURLToPath(import.meta.url)), "bare-echo-server.js");
-  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
-  const port = await new Promise<string>((resolve, reject) => {
-    child.stdout?.once("data", (b: Buffer) => resolve(b.toString().trim()));
-    child.once("exit", (c) => reject(new Error(`bare server exited ${c}`)));
-  });
-  return { child, address: `127.0.0.1:${port}` };
-}
 
 /** Drives `address` with CONCURRENCY outstanding calls for `ms`; returns rps and latencies. */
 async function drive(address: string, ms: number): Promise<{ rps: number; lat: number[] }> {
@@ -70,8 +45,8 @@ async function drive(address: string, ms: number): Promise<{ rps: number; lat: n
 export default async function runtime(args: string[]): Promise<BenchRow[]> {
   const seconds = Number(args[0] ?? 12);
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
-  const ours = await startOurs(dir);
-  const bare = await startBare();
+  const ours = await startBenchNode(dir, { node: { id: "bench-node", role: "bare" }, metrics: { listen: "127.0.0.1:0" } });
+  const bare = await startBareEcho();
   try {
     const o = { rps: [] as number[], lat: [] as number[] };
     const b = { rps: [] as number[], lat: [] as number[] };
