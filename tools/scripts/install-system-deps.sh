@@ -7,8 +7,9 @@
 #   poppler-utils      pdftoppm, the reference renderer of the print fidelity tests and bench
 #   fonts-urw-base35   metric-compatible base-14 fonts (Nimbus Sans for Helvetica, ...) so
 #                      pdftoppm renders non-embedded standard fonts as pdf.js does
+#   openssl            makes the CA and certificates of the TLS/mTLS tests
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35 openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
