@@ -14,6 +14,8 @@
  *   ink is between 0.3 × (still printed) and 1.3 × the reference (not thickened). pdf.js
  *   widens sub-pixel strokes to one device pixel; on these axis-aligned hairlines poppler
  *   does the same (measured 1.00 × at 150 DPI, 0.87 × at 300 DPI).
+ * - CJK: the same thresholds. Without a CJK fallback font for pdf.js, non-embedded CJK
+ *   text comes out as .notdef boxes (min tile 0.13 here) and fails the local check.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -23,7 +25,7 @@ import sharp from "sharp";
 import { convertPdf } from "../../servers/print/convert.js";
 import { RenderPool } from "../../servers/print/render/pool.js";
 import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
-import { encryptedPdf, imagePdf, mixedPdf, textPdf, vectorPdf } from "../../tools/fixtures/pdfs.js";
+import { cjkPdf, embeddedCjkPdf, encryptedPdf, imagePdf, mixedPdf, textPdf, vectorPdf } from "../../tools/fixtures/pdfs.js";
 import { tempDir, testLogger } from "../helpers/nodes.js";
 
 type Grey = { data: Buffer; width: number; height: number };
@@ -103,6 +105,8 @@ describe("rendering fidelity vs pdftoppm", function () {
     ["images and a scan", imagePdf, ""],
     ["mixed", () => mixedPdf(3), ""],
     ["encrypted", async () => encryptedPdf("pw", "owner"), "pw"],
+    ["CJK with non-embedded CIDFonts and predefined CMaps", async () => cjkPdf(), ""],
+    ["CJK in an embedded subset TrueType font", embeddedCjkPdf, ""],
   ];
   for (const dpi of [150, 300]) {
     for (const [name, make, password] of corpus) {

@@ -7,9 +7,13 @@
 #   poppler-utils      pdftoppm, the reference renderer of the print fidelity tests and bench
 #   fonts-urw-base35   metric-compatible base-14 fonts (Nimbus Sans for Helvetica, ...) so
 #                      pdftoppm renders non-embedded standard fonts as pdf.js does
+#   poppler-data       CMaps (UniJIS-UCS2-H, ...) poppler needs for non-embedded CJK fonts
+#   fonts-noto-cjk     system CJK fonts: poppler substitutes them for non-embedded CJK
+#                      CIDFonts, and the render children point pdf.js's fallback at them
+#   fonts-ipafont-gothic  IPAGothic, the TrueType CJK font the embedded-CJK test PDF subsets
 #   openssl            makes the CA and certificates of the TLS/mTLS tests
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35 openssl)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35 poppler-data fonts-noto-cjk fonts-ipafont-gothic openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

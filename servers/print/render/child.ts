@@ -6,7 +6,7 @@
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { createCanvas, type Canvas, type SKRSContext2D } from "@napi-rs/canvas";
+import { createCanvas, GlobalFonts, type Canvas, type SKRSContext2D } from "@napi-rs/canvas";
 import sharp from "sharp";
 import type { ChildRequest, ChildResponse, RenderFailure } from "./protocol.js";
 
@@ -22,6 +22,26 @@ const MAX_OPEN = 2;
 
 sharp.concurrency(1);
 sharp.cache(false);
+
+/**
+ * Fonts a PDF names but does not embed, and for which pdf.js has no standard font data
+ * (CJK CIDFonts such as HeiseiMin-W3 with UniJIS-UCS2-H), are drawn by pdf.js with
+ * `fillText` in the CSS generic family ("serif", "sans-serif", "monospace"). In
+ * @napi-rs/canvas those generics resolve to a Latin-only font, so CJK text came out as
+ * .notdef boxes: point them at a system CJK font (which covers Latin too) when one is
+ * installed (Debian: fonts-noto-cjk, fonts-ipafont-gothic).
+ */
+const CJK_FALLBACKS: [string, string[]][] = [
+  ["sans-serif", ["Noto Sans CJK JP", "Source Han Sans JP", "IPAGothic", "IPAexGothic", "WenQuanYi Micro Hei", "Droid Sans Fallback"]],
+  ["serif", ["Noto Serif CJK JP", "Source Han Serif JP", "IPAMincho", "IPAexMincho", "Noto Sans CJK JP", "IPAGothic"]],
+  // pdf.js calls a font whose glyphs all have one width "monospace": every CJK CIDFont
+  // with only a /DW. Only the first face of a .ttc is registered, so no "Mono CJK" here.
+  ["monospace", ["Noto Sans CJK JP", "Source Han Sans JP", "IPAGothic", "WenQuanYi Micro Hei", "Droid Sans Fallback"]],
+];
+for (const [generic, families] of CJK_FALLBACKS) {
+  const family = families.find((f) => GlobalFonts.has(f));
+  if (family) GlobalFonts.setAlias(family, generic);
+}
 
 let pdfjs: PdfJs | undefined;
 let spare: { canvas: Canvas; ctx: SKRSContext2D } | undefined;
