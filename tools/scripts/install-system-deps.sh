@@ -11,9 +11,13 @@
 #   fonts-noto-cjk     system CJK fonts: poppler substitutes them for non-embedded CJK
 #                      CIDFonts, and the render children point pdf.js's fallback at them
 #   fonts-ipafont-gothic  IPAGothic, the TrueType CJK font the embedded-CJK test PDF subsets
+#   cups-ipp-utils     ippeveprinter (+ ippevepcl/ippeveps) and ipptool: the real IPP printer
+#                      the printer role's forwarding is tested against
+#   dbus-daemon        ippeveprinter needs a D-Bus system bus to start (its Avahi client);
+#                      the tests run a private one (no avahi-daemon needed)
 #   openssl            makes the CA and certificates of the TLS/mTLS tests
 set -euo pipefail
-packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35 poppler-data fonts-noto-cjk fonts-ipafont-gothic openssl)
+packages=(python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc aria2 poppler-utils fonts-urw-base35 poppler-data fonts-noto-cjk fonts-ipafont-gothic cups-ipp-utils dbus-daemon openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,15 +10,32 @@ export const PWG_COLOR_SPACE = { black: 3, cmyk: 6, sgray: 18, srgb: 19 } as con
 
 const HEADER_BYTES = 1796;
 
+/** Bits per colour, bits per pixel, colour space and colours of each page mode. */
+const MODES = {
+  black: { bpc: 1, bpp: 1, space: PWG_COLOR_SPACE.black, colors: 1 },
+  sgray: { bpc: 8, bpp: 8, space: PWG_COLOR_SPACE.sgray, colors: 1 },
+  srgb: { bpc: 8, bpp: 24, space: PWG_COLOR_SPACE.srgb, colors: 3 },
+  cmyk: { bpc: 8, bpp: 32, space: PWG_COLOR_SPACE.cmyk, colors: 4 },
+} as const;
+
+/** What a page header says beyond the raster itself. */
+export interface PwgPageOptions {
+  /** PWG media name (cupsPageSizeName), e.g. "iso_a4_210x297mm". */
+  mediaName?: string;
+  /** PrintQuality (3 draft, 4 normal, 5 high); 0 = default. */
+  printQuality?: number;
+}
+
 function putString(b: Buffer, off: number, s: string): void {
   b.write(s.slice(0, 63), off, "ascii");
 }
 
 /** The 1796-byte page header. */
-export function pwgHeader(p: DevicePage, pageNumber: number, totalPages: number): Buffer {
+export function pwgHeader(p: DevicePage, pageNumber: number, totalPages: number, o: PwgPageOptions = {}): Buffer {
   const h = Buffer.alloc(HEADER_BYTES);
-  const bpc = p.mode === "black" ? 1 : 8;
-  const bpp = p.mode === "black" ? 1 : 32;
+  const m = MODES[p.mode];
+  const bpc = m.bpc;
+  const bpp = m.bpp;
   const pts = (px: number): number => Math.round((px * 72) / p.dpi);
   putString(h, 0, "PwgRaster");
   putString(h, 192, ""); // OutputType
@@ -33,13 +50,14 @@ export function pwgHeader(p: DevicePage, pageNumber: number, totalPages: number)
   h.writeUInt32BE(bpp, 388); // cupsBitsPerPixel
   h.writeUInt32BE(p.bytesPerLine, 392); // cupsBytesPerLine
   h.writeUInt32BE(0, 396); // cupsColorOrder: chunky
-  h.writeUInt32BE(p.mode === "black" ? PWG_COLOR_SPACE.black : PWG_COLOR_SPACE.cmyk, 400); // cupsColorSpace
-  h.writeUInt32BE(p.mode === "black" ? 1 : 4, 420); // cupsNumColors
+  h.writeUInt32BE(m.space, 400); // cupsColorSpace
+  h.writeUInt32BE(m.colors, 420); // cupsNumColors
   h.writeUInt32BE(totalPages, 452); // cupsInteger[0]: TotalPageCount
   h.writeInt32BE(1, 456); // CrossFeedTransform
   h.writeInt32BE(1, 460); // FeedTransform
   h.writeUInt32BE(0xffffff, 480); // AlternatePrimary
-  putString(h, 1732, ""); // cupsPageSizeName
+  h.writeUInt32BE(o.printQuality ?? 0, 484); // PrintQuality
+  putString(h, 1732, o.mediaName ?? ""); // cupsPageSizeName
   void pageNumber;
   return h;
 }
@@ -71,7 +89,7 @@ function compressLine(line: Buffer, unit: number, out: number[]): void {
 
 /** The compressed image data of one page. */
 export function pwgPageData(p: DevicePage): Buffer {
-  const unit = p.mode === "black" ? 1 : 4;
+  const unit = Math.max(1, MODES[p.mode].bpp / 8);
   const chunks: Buffer[] = [];
   let y = 0;
   while (y < p.height) {

@@ -10,8 +10,12 @@ export interface DevicePage {
   width: number;
   height: number;
   dpi: number;
-  /** "cmyk": 4 bytes per pixel, 0 or 255 per colorant (255 = ink). "black": 1 bit per pixel, 1 = ink, rows padded to bytes. */
-  mode: "cmyk" | "black";
+  /**
+   * "cmyk": 4 bytes per pixel, 0 or 255 per colorant (255 = ink). "black": 1 bit per
+   * pixel, 1 = ink, rows padded to bytes. "sgray": 1 byte per pixel, 0 = black.
+   * "srgb": 3 bytes per pixel.
+   */
+  mode: "cmyk" | "black" | "sgray" | "srgb";
   data: Buffer;
   /** Bytes per row of `data`. */
   bytesPerLine: number;
@@ -32,23 +36,26 @@ export function rgbToCmyk(r: number, g: number, b: number): [number, number, num
   return [Math.round(((d - r) * 255) / d), Math.round(((d - g) * 255) / d), Math.round(((d - b) * 255) / d), k];
 }
 
+/** Halftones 8-bit grey (`ch` bytes per pixel, the first one read) to 1-bit black. */
+export function halftoneGrey(data: Buffer, width: number, height: number, ch: number, dpi: number): DevicePage {
+  const bpl = Math.ceil(width / 8);
+  const out = Buffer.alloc(bpl * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * width * ch;
+    const trow = (y & 7) * 8;
+    for (let x = 0; x < width; x++) {
+      const ink = 255 - (data[row + x * ch] as number);
+      if (ink > (THRESH[trow + (x & 7)] as number)) out[y * bpl + (x >> 3)] = (out[y * bpl + (x >> 3)] as number) | (0x80 >> (x & 7));
+    }
+  }
+  return { width, height, dpi, mode: "black", data: out, bytesPerLine: bpl };
+}
+
 /** Decodes, separates and halftones one page. */
 export async function toDevicePage(jpeg: Buffer, dpi: number, color: boolean): Promise<DevicePage> {
   if (!color) {
     const { data, info } = await sharp(jpeg).toColourspace("b-w").raw().toBuffer({ resolveWithObject: true });
-    const { width, height } = info;
-    const bpl = Math.ceil(width / 8);
-    const out = Buffer.alloc(bpl * height);
-    const ch = info.channels;
-    for (let y = 0; y < height; y++) {
-      const row = y * width * ch;
-      const trow = (y & 7) * 8;
-      for (let x = 0; x < width; x++) {
-        const ink = 255 - (data[row + x * ch] as number);
-        if (ink > (THRESH[trow + (x & 7)] as number)) out[y * bpl + (x >> 3)] = (out[y * bpl + (x >> 3)] as number) | (0x80 >> (x & 7));
-      }
-    }
-    return { width, height, dpi, mode: "black", data: out, bytesPerLine: bpl };
+    return halftoneGrey(data, info.width, info.height, info.channels, dpi);
   }
   const { data, info } = await sharp(jpeg).removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
   const { width, height, channels } = info;

@@ -14,6 +14,7 @@ import { describeError } from "../../../clients/grpc/call.js";
 import { ColorMode, JobState, PrintJobsClient, type PrintJob } from "../../../clients/print/index.js";
 import { PrintOutcome, runPrinter } from "../../../clients/printer/index.js";
 import { convertPdf } from "../../../servers/print/convert.js";
+import { ippDevice } from "../../../servers/print/device/ipp-device.js";
 import { pwgDevice } from "../../../servers/print/device/device.js";
 import { RenderPool } from "../../../servers/print/render/pool.js";
 import { resolveSettings } from "../../../servers/print/settings.js";
@@ -173,25 +174,39 @@ export function registerPrint(program: Command): void {
 
   program
     .command("printer")
-    .description("run a printer: attach to the job service, pull pages with the token, write PWG Raster")
+    .description("run a printer: attach to the job service, pull pages with the token, write PWG Raster (or forward it to an IPP printer)")
     .requiredOption("--id <id>", "printer id")
-    .requiredOption("--out <dir>", "folder for the PWG Raster files")
+    .option("--out <dir>", "folder for the PWG Raster files (required unless --ipp)")
+    .option("--ipp <uri>", "forward jobs as PWG Raster to this IPP printer, e.g. ipp://host:631/ipp/print")
     .option("--jobs <host:port>", "print-jobs node", DEFAULT_JOBS)
     .option("--mono", "monochrome device")
-    .option("--paper <sheets>", "simulate a tray with this many sheets")
-    .action(async (o: { id: string; out: string; jobs: string; mono?: boolean; paper?: string }) => {
+    .option("--paper <sheets>", "simulate a tray with this many sheets (file output only)")
+    .action(async (o: { id: string; out?: string; ipp?: string; jobs: string; mono?: boolean; paper?: string }) => {
+      if (!o.out && !o.ipp) {
+        process.stderr.write("switchyard printer: give --out DIR or --ipp URI\n");
+        process.exitCode = 2;
+        return;
+      }
       const stop = new AbortController();
       process.once("SIGINT", () => stop.abort());
       process.once("SIGTERM", () => stop.abort());
-      const device = pwgDevice({ outDir: resolve(o.out), color: !o.mono, ...(o.paper ? { paperSheets: Number(o.paper) } : {}) });
-      process.stdout.write(`printer ${o.id} attached to ${o.jobs}; writing PWG Raster to ${resolve(o.out)} (Ctrl-C stops)\n`);
+      const out = resolve(o.out ?? ".");
+      const device = o.ipp
+        ? ippDevice({ uri: o.ipp, color: !o.mono, requestTimeoutMs: 30_000, jobTimeoutMs: 600_000, pollMs: 1000, userName: "switchyard" })
+        : pwgDevice({ outDir: out, color: !o.mono, ...(o.paper ? { paperSheets: Number(o.paper) } : {}) });
+      process.stdout.write(`printer ${o.id} attached to ${o.jobs}; ${o.ipp ? `forwarding to ${o.ipp}` : `writing PWG Raster to ${out}`} (Ctrl-C stops)\n`);
       await runPrinter(
         { jobs: o.jobs, printerId: o.id, color: !o.mono, channel: clientSettings(), signal: stop.signal, onDisconnect: (err) => process.stderr.write(`link failed: ${describeError(err)}; reconnecting\n`) },
         async (req, pages, signal) => {
           process.stdout.write(`job ${req.jobId}: ${req.pageCount} pages\n`);
-          const r = await device(req, pages, signal);
-          process.stdout.write(`job ${req.jobId}: ${PrintOutcome[r.outcome]} ${r.reason} (${r.pagesPrinted} pages) → ${join(resolve(o.out), `${req.jobId}.pwg`)}\n`);
-          return r;
+          try {
+            const r = await device(req, pages, signal);
+            process.stdout.write(`job ${req.jobId}: ${PrintOutcome[r.outcome]} ${r.reason} (${r.pagesPrinted} pages) → ${o.ipp ?? join(out, `${req.jobId}.pwg`)}\n`);
+            return r;
+          } catch (err) {
+            process.stdout.write(`job ${req.jobId}: FAILED ${(err as { reason?: string }).reason ?? ""} ${String((err as Error).message ?? err)}\n`);
+            throw err;
+          }
         },
       );
     });

@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { PrintJobsClient, JobState, ColorMode, type PrintJob } from "../../clients/print/index.js";
+import { printerRole } from "../../servers/print/role-printer.js";
+import { readPwg } from "../../servers/print/device/pwg.js";
+import { mediaSize } from "../../servers/print/device/ipp-device.js";
+import { decodeResponse, encodeRequest, IppOp, Tag } from "../../servers/print/device/ipp.js";
+import { imagePdf, textPdf } from "../../tools/fixtures/pdfs.js";
+import { onCleanup, tempDir } from "../helpers/nodes.js";
+import { startPrintCluster, type PrintCluster } from "./cluster.js";
+import { startIppEvePrinter, type IppEvePrinter } from "./ippeve.js";
+
+async function finished(jobs: PrintJobsClient, name: string): Promise<PrintJob> {
+  let last;
+  for await (const j of jobs.watch(name)) last = j;
+  assert.ok(last, "watch returned nothing");
+  return last;
+}
+
+/** The printer's completed jobs, asked with CUPS's own ipptool (not our IPP client). */
+function ipptoolJobs(printer: IppEvePrinter): Record<string, string>[] {
+  const file = join(tempDir(), "get-jobs.test");
+  writeFileSync(
+    file,
+    `{
+  NAME "Get-Jobs"
+  OPERATION Get-Jobs
+  GROUP operation-attributes-tag
+  ATTR charset attributes-charset utf-8
+  ATTR naturalLanguage attributes-natural-language en
+  ATTR uri printer-uri $uri
+  ATTR keyword which-jobs all
+  ATTR keyword requested-attributes job-id,job-name,job-state,job-impressions,media,print-color-mode,document-format
+  STATUS successful-ok
+}
+`,
+  );
+  const out = execFileSync("ipptool", ["-tv", printer.uri, file], { encoding: "utf8" });
+  // The response's attributes follow "status-code = ..."; a name seen again starts the next job.
+  const jobs: Record<string, string>[] = [];
+  let cur: Record<string, string> | undefined;
+  const response = out.slice(out.indexOf("status-code ="));
+  for (const line of response.split("\n")) {
+    const m = /^\s+([a-z-]+) \([^)]*\) = (.*)$/.exec(line);
+    if (!m) continue;
+    const [, name, value] = m as unknown as [string, string, string];
+    if (name.startsWith("attributes-")) continue;
+    if (!cur || name in cur) jobs.push((cur = {}));
+    cur[name] = value;
+  }
+  return jobs;
+}
+
+describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
+  this.timeout(120_000);
+  let c: PrintCluster;
+  let jobs: PrintJobsClient;
+  before(async () => {
+    c = await startPrintCluster({ workers: 1 });
+    jobs = new PrintJobsClient(c.jobs.address);
+  });
+  after(async () => {
+    jobs?.close();
+    await c?.stop();
+  });
+
+  async function printerFor(id: string, uri: string, color: boolean): Promise<void> {
+    const node = await c.add(printerRole, `printer-${id}`, { jobs: c.jobs.address, printerId: id, color, ipp: { uri, pollMs: "200ms", jobTimeoutMs: "60s" } });
+    onCleanup(() => node.stop());
+  }
+
+  describe("a monochrome IPP Everywhere printer", () => {
+    it("receives the job as PWG Raster it can read, and the job completes with the pages the printer counted", async () => {
+      const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
+      await printerFor("ipp-mono", printer.uri, false);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-mono", document: { $case: "content", value: Buffer.from(await textPdf(3)) }, settings: { dpi: 150, colorMode: ColorMode.MONOCHROME, jpegQuality: 85, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
+      // ippevepcl read the raster with libcups and reported job-impressions=3.
+      assert.equal(done.pagesPrinted, 3);
+      const seen = ipptoolJobs(printer);
+      assert.equal(seen.length, 1, JSON.stringify(seen));
+      assert.equal(seen[0]?.["job-state"], "completed");
+      assert.equal(seen[0]?.["job-name"], `switchyard ${job.name.slice(5)}`);
+      assert.equal(seen[0]?.["job-impressions"], "3");
+      assert.equal(seen[0]?.["media"], "na_letter_8.5x11in");
+      // The document as the printer spooled it (-k): sGray 8-bit at a resolution it lists (300 of 300/600), on Letter.
+      const files = printer.files();
+      const pwg = files.find((f) => f.endsWith(".pwg"));
+      assert.ok(pwg, `no .pwg in the spool: ${files.join(", ")}`);
+      const pages = readPwg(readFileSync(join(printer.spool, pwg)));
+      assert.equal(pages.length, 3);
+      for (const p of pages) {
+        assert.equal(p.colorSpace, 18);
+        assert.equal(p.bitsPerPixel, 8);
+        assert.equal(p.dpi, 300);
+        assert.equal(p.width, 2550);
+        assert.equal(p.height, 3300);
+        assert.equal(p.header.toString("ascii", 1732, 1732 + 18), "na_letter_8.5x11in");
+        assert.ok(p.data.some((b) => b < 64), "no dark pixels: text missing");
+      }
+      // And ippevepcl turned it into PCL for the engine.
+      const prn = files.find((f) => f.endsWith(".prn"));
+      assert.ok(prn && readFileSync(join(printer.spool, prn)).length > 1000, `no PCL output: ${files.join(", ")}`);
+    });
+  });
+
+  describe("a colour IPP Everywhere printer", () => {
+    it("gets colour jobs as sRGB raster with print-color-mode=color", async () => {
+      const printer = await startIppEvePrinter({ color: true, command: "/usr/sbin/ippeveps" });
+      await printerFor("ipp-color", printer.uri, true);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-color", document: { $case: "content", value: Buffer.from(await imagePdf()) }, settings: { dpi: 100, colorMode: ColorMode.COLOR, jpegQuality: 85, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
+      assert.equal(done.pagesPrinted, 2);
+      const seen = ipptoolJobs(printer);
+      assert.equal(seen[0]?.["print-color-mode"], "color");
+      const pages = readPwg(readFileSync(join(printer.spool, printer.files().find((f) => f.endsWith(".pwg")) as string)));
+      assert.equal(pages.length, 2);
+      assert.equal(pages[0]?.colorSpace, 19);
+      assert.equal(pages[0]?.bitsPerPixel, 24);
+      // The gradient photo is in colour: some pixel has red far from blue.
+      const d = pages[0]?.data as Buffer;
+      let coloured = false;
+      for (let i = 0; i < d.length && !coloured; i += 3) coloured = Math.abs((d[i] as number) - (d[i + 2] as number)) > 80;
+      assert.ok(coloured, "no colour in the raster");
+    });
+  });
+
+  describe("failures", () => {
+    it("ends the job FAILED with IPP_FORMAT_NOT_SUPPORTED when the printer does not take PWG Raster", async () => {
+      const printer = await startIppEvePrinter({ formats: "image/jpeg" });
+      await printerFor("ipp-jpeg-only", printer.uri, false);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-jpeg-only", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "FAILED");
+      assert.equal(done.errorReason, "IPP_FORMAT_NOT_SUPPORTED");
+      assert.deepEqual(ipptoolJobs(printer), []);
+    });
+
+    it("ends the job FAILED with IPP_PRINTER_UNREACHABLE when nothing listens at the printer URI", async () => {
+      const printer = await startIppEvePrinter();
+      await printer.stop();
+      await printerFor("ipp-gone", printer.uri, false);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-gone", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "FAILED");
+      assert.equal(done.errorReason, "IPP_PRINTER_UNREACHABLE");
+    });
+  });
+});
+
+describe("IPP encoding", () => {
+  it("round-trips a request with several values, a resolution and a boolean", () => {
+    const b = encodeRequest(IppOp.CREATE_JOB, 7, [{ tag: Tag.URI, name: "printer-uri", values: ["ipp://h/ipp/print"] }], [
+      { tag: Tag.KEYWORD, name: "media", values: ["iso_a4_210x297mm"] },
+      { tag: Tag.RESOLUTION, name: "printer-resolution", values: [{ x: 300, y: 300, units: 3 }] },
+      { tag: Tag.KEYWORD, name: "finishings-keywords", values: ["staple", "punch"] },
+      { tag: Tag.BOOLEAN, name: "last-document", values: [true] },
+    ]);
+    const r = decodeResponse(b);
+    assert.equal(r.status, IppOp.CREATE_JOB);
+    assert.equal(r.requestId, 7);
+    assert.deepEqual(r.operation.get("attributes-charset"), ["utf-8"]);
+    const job = r.groups[0]?.attrs;
+    assert.deepEqual(job?.get("printer-resolution"), [{ x: 300, y: 300, units: 3 }]);
+    assert.deepEqual(job?.get("finishings-keywords"), ["staple", "punch"]);
+    assert.deepEqual(job?.get("last-document"), [true]);
+  });
+
+  it("reads media sizes from self-describing PWG names", () => {
+    assert.deepEqual(mediaSize("iso_a4_210x297mm"), { widthMm: 210, heightMm: 297 });
+    assert.deepEqual(mediaSize("na_letter_8.5x11in"), { widthMm: 215.89999999999998, heightMm: 279.4 });
+    assert.equal(mediaSize("roll_max"), undefined);
+  });
+});
