@@ -27,6 +27,8 @@ export interface DeviceResult {
   outcome: PrintOutcome;
   reason: string;
   pagesPrinted: number;
+  /** For operators: what went wrong, in words. */
+  message?: string;
 }
 
 /** What drives the device: prints the pages of one request. Throwing reports FAILED. */
@@ -107,11 +109,16 @@ export async function runPrinter(opts: PrinterOptions, device: DeviceHandler): P
             try {
               result = await device(req, fetchPages(req, signal, opts.channel), signal);
             } catch (err) {
-              result = { outcome: ac.signal.aborted ? PrintOutcome.CANCELLED : PrintOutcome.FAILED, reason: ac.signal.aborted ? "JOB_CANCELLED" : (errorReason(err) ?? (err as { reason?: string }).reason ?? "PRINT_ERROR"), pagesPrinted: 0 };
+              result = {
+                outcome: ac.signal.aborted ? PrintOutcome.CANCELLED : PrintOutcome.FAILED,
+                reason: ac.signal.aborted ? "JOB_CANCELLED" : (errorReason(err) ?? (err as { reason?: string }).reason ?? "PRINT_ERROR"),
+                pagesPrinted: 0,
+                message: String((err as Error)?.message ?? err),
+              };
             }
             cancels.delete(req.jobId);
             if (opts.signal.aborted) return;
-            await unary(client, client.reportPrintResult, { jobId: req.jobId, printerId: req.printerId, ...result }).catch((err: unknown) => opts.onDisconnect?.(err));
+            await unary(client, client.reportPrintResult, { jobId: req.jobId, printerId: req.printerId, outcome: result.outcome, reason: result.reason, pagesPrinted: result.pagesPrinted, message: result.message ?? "" }).catch((err: unknown) => opts.onDisconnect?.(err));
           });
         }
       } catch (err) {

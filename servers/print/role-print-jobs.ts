@@ -58,6 +58,7 @@ interface Report {
   outcome: PrintOutcome;
   reason: string;
   pagesPrinted: number;
+  message: string;
 }
 
 /** A job being driven (in memory only while it runs). */
@@ -162,7 +163,7 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
         rec.state = JobState.FAILED;
         rec.errorCode = "ABORTED";
         rec.errorReason = report.reason || "PRINT_FAILED";
-        rec.errorMessage = `the printer reported failure: ${report.reason || "unknown"}`;
+        rec.errorMessage = `the printer reported failure: ${report.reason || "unknown"}${report.message ? `: ${report.message}` : ""}`;
       }
     };
 
@@ -218,7 +219,7 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
           await save(rec);
         }
         const timeout = new Promise<Report>((resolve) => {
-          const t = setTimeout(() => resolve({ outcome: PrintOutcome.FAILED, reason: "PRINTER_TIMEOUT", pagesPrinted: 0 }), cfg.printTimeoutMs);
+          const t = setTimeout(() => resolve({ outcome: PrintOutcome.FAILED, reason: "PRINTER_TIMEOUT", pagesPrinted: 0, message: `no report within ${cfg.printTimeoutMs} ms` }), cfg.printTimeoutMs);
           t.unref();
           run.reported.then(() => clearTimeout(t), () => clearTimeout(t));
         });
@@ -446,7 +447,7 @@ export const printJobsRole: RoleDefinition<PrintJobsConfig> = {
           throw new FailedPreconditionError(`job ${req.jobId} is not waiting for printer ${req.printerId}`, { domain: PRINT_DOMAIN, reason: "JOB_NOT_PRINTING" });
         }
         if (!run.report) {
-          run.report = { outcome: req.outcome, reason: req.reason, pagesPrinted: req.pagesPrinted };
+          run.report = { outcome: req.outcome, reason: req.reason, pagesPrinted: req.pagesPrinted, message: req.message.slice(0, 1024) };
           run.resolveReport(run.report);
           // A printer that stops early also stops the conversion.
           if (req.outcome !== PrintOutcome.DONE) run.abort.abort(new Error(`printer reported ${PrintOutcome[req.outcome]}`));

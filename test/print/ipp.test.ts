@@ -8,7 +8,7 @@ import { readPwg } from "../../servers/print/device/pwg.js";
 import { mediaSize } from "../../servers/print/device/ipp-device.js";
 import { decodeResponse, encodeRequest, IppOp, Tag } from "../../servers/print/device/ipp.js";
 import { imagePdf, textPdf } from "../../tools/fixtures/pdfs.js";
-import { onCleanup, tempDir } from "../helpers/nodes.js";
+import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
 import { startPrintCluster, type PrintCluster } from "./cluster.js";
 import { startIppEvePrinter, type IppEvePrinter } from "./ippeve.js";
 
@@ -129,6 +129,20 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
     });
   });
 
+  describe("cancel", () => {
+    it("cancels the job at the printer (Cancel-Job) when the user cancels it", async () => {
+      // No print command: ippeveprinter "prints" by sleeping 5–15 s, time enough to cancel.
+      const printer = await startIppEvePrinter();
+      await printerFor("ipp-slow", printer.uri, false);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-slow", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
+      await eventually(() => ipptoolJobs(printer)[0]?.["job-state"] === "processing", 30_000, 200);
+      await jobs.cancel(job.name);
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "CANCELLED");
+      await eventually(() => ipptoolJobs(printer)[0]?.["job-state"] === "canceled", 30_000, 300);
+    });
+  });
+
   describe("failures", () => {
     it("ends the job FAILED with IPP_FORMAT_NOT_SUPPORTED when the printer does not take PWG Raster", async () => {
       const printer = await startIppEvePrinter({ formats: "image/jpeg" });
@@ -137,7 +151,18 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const done = await finished(jobs, job.name);
       assert.equal(JobState[done.state], "FAILED");
       assert.equal(done.errorReason, "IPP_FORMAT_NOT_SUPPORTED");
+      assert.match(done.errorMessage, /takes .*image\/jpeg, not image\/pwg-raster/);
       assert.deepEqual(ipptoolJobs(printer), []);
+    });
+
+    it("ends the job FAILED with IPP_JOB_ABORTED when the printer aborts it", async () => {
+      const printer = await startIppEvePrinter({ command: "/bin/false" });
+      await printerFor("ipp-aborts", printer.uri, false);
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-aborts", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "FAILED");
+      assert.equal(done.errorReason, "IPP_JOB_ABORTED");
+      assert.equal(ipptoolJobs(printer)[0]?.["job-state"], "aborted");
     });
 
     it("ends the job FAILED with IPP_PRINTER_UNREACHABLE when nothing listens at the printer URI", async () => {

@@ -137,6 +137,11 @@ export interface ReportPrintResultRequest {
   reason: string;
   /** Pages actually printed. */
   pagesPrinted: number;
+  /**
+   * For CANCELLED and FAILED: a human-readable account for operators, e.g. the IPP
+   * printer's status ("client-error-document-format-not-supported"). Optional.
+   */
+  message: string;
 }
 
 /** ReportPrintResultResponse acknowledges the report. */
@@ -559,7 +564,7 @@ export const AttachResponse: MessageFns<AttachResponse> = {
 };
 
 function createBaseReportPrintResultRequest(): ReportPrintResultRequest {
-  return { jobId: "", printerId: "", outcome: 0, reason: "", pagesPrinted: 0 };
+  return { jobId: "", printerId: "", outcome: 0, reason: "", pagesPrinted: 0, message: "" };
 }
 
 export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
@@ -578,6 +583,9 @@ export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
     }
     if (message.pagesPrinted !== 0) {
       writer.uint32(40).uint32(message.pagesPrinted);
+    }
+    if (message.message !== "") {
+      writer.uint32(50).string(message.message);
     }
     return writer;
   },
@@ -635,6 +643,14 @@ export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
             message.pagesPrinted = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -666,6 +682,7 @@ export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
         : isSet(object.pages_printed)
         ? globalThis.Number(object.pages_printed)
         : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
     };
   },
 
@@ -686,6 +703,9 @@ export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
     if (message.pagesPrinted !== 0) {
       obj.pagesPrinted = Math.round(message.pagesPrinted);
     }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
     return obj;
   },
 
@@ -699,6 +719,7 @@ export const ReportPrintResultRequest: MessageFns<ReportPrintResultRequest> = {
     message.outcome = object.outcome ?? 0;
     message.reason = object.reason ?? "";
     message.pagesPrinted = object.pagesPrinted ?? 0;
+    message.message = object.message ?? "";
     return message;
   },
 };
