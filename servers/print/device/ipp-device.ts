@@ -7,9 +7,9 @@
  * back as the job's status with a stable reason (IPP_*).
  */
 import sharp from "sharp";
-import { PrintOutcome, type DeviceHandler, type DeviceResult, type FetchedPage } from "../../../clients/printer/index.js";
+import { PrintOutcome, type DeviceHandler, type DeviceResult, type FetchedPage, type PrintRequest } from "../../../clients/printer/index.js";
 import { ColorMode } from "../../../gen/switchyard/print/v1/print_job.js";
-import { encodeRequest, first, ipp, ippCall, IppError, IppOp, nextId, strings, Tag, type IppAttributes, type IppCall, type OutAttribute, type Resolution } from "./ipp.js";
+import { encodeRequest, first, ipp, ippCall, IppError, IppOp, nextId, printerUriValue, strings, Tag, type IppAttributes, type IppCall, type OutAttribute, type Resolution } from "./ipp.js";
 import { pwgHeader, pwgPageData, PWG_SYNC } from "./pwg.js";
 import { halftoneGrey, type DevicePage } from "./raster.js";
 
@@ -210,6 +210,15 @@ export function ippDevice(o: IppDeviceOptions): DeviceHandler {
     if (!caps.accepting) throw new IppError(`the printer is not accepting jobs (${caps.stateReasons.join(", ")})`, "IPP_PRINTER_NOT_ACCEPTING");
     if (caps.state === 5) throw new IppError(`the printer is stopped (${caps.stateReasons.join(", ")})`, "IPP_PRINTER_STOPPED");
     const it = pages[Symbol.asyncIterator]();
+    try {
+      return await forward(req, it, caps, signal);
+    } finally {
+      // Ends the metafile watch however the job ended.
+      await it.return?.(undefined).catch(() => undefined);
+    }
+  };
+
+  async function forward(req: PrintRequest, it: AsyncIterator<FetchedPage>, caps: IppCapabilities, signal: AbortSignal): Promise<DeviceResult> {
     const firstPage = await it.next();
     if (firstPage.done) return { outcome: PrintOutcome.DONE, reason: "", pagesPrinted: 0 };
     const p1: FetchedPage = firstPage.value;
@@ -218,7 +227,7 @@ export function ippDevice(o: IppDeviceOptions): DeviceHandler {
     const plan = planJob(caps, o.color && req.colorMode !== ColorMode.MONOCHROME, dpi1, { widthMm: ((meta.width ?? 0) / dpi1) * 25.4, heightMm: ((meta.height ?? 0) / dpi1) * 25.4 }, o.media);
     const jobName: OutAttribute = { tag: Tag.NAME, name: "job-name", values: [`switchyard ${req.jobId}`] };
     const format: OutAttribute = { tag: Tag.MIME_TYPE, name: "document-format", values: ["image/pwg-raster"] };
-    const uri: OutAttribute = { tag: Tag.URI, name: "printer-uri", values: [o.uri] };
+    const uri: OutAttribute = { tag: Tag.URI, name: "printer-uri", values: [printerUriValue(o.uri)] };
     const job = jobAttrs(plan, caps, req.jobId);
     let ippJobId = 0;
     let call: IppCall;
@@ -287,9 +296,14 @@ export function ippDevice(o: IppDeviceOptions): DeviceHandler {
       }
       if (Date.now() > deadline) throw new IppError(`job ${ippJobId} still in state ${state} (${reasons}) after ${o.jobTimeoutMs} ms`, "IPP_JOB_TIMEOUT");
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, o.pollMs);
-        signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+        const wake = (): void => {
+          clearTimeout(t);
+          signal.removeEventListener("abort", wake);
+          resolve();
+        };
+        const t = setTimeout(wake, o.pollMs);
+        signal.addEventListener("abort", wake, { once: true });
       });
     }
-  };
+  }
 }

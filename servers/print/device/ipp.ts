@@ -364,9 +364,14 @@ export function ippCall(printerUri: string, head: Buffer, o: { timeoutMs: number
   };
 }
 
-/** One request without a document. */
+/** The printer-uri attribute value for a configured URI (http → ipp, https → ipps). */
+export function printerUriValue(uri: string): string {
+  return uri.replace(/^http:/, "ipp:").replace(/^https:/, "ipps:");
+}
+
+/** One request without a document (printer-uri added first). */
 export async function ipp(printerUri: string, operation: number, op: OutAttribute[], o: { timeoutMs: number; signal?: AbortSignal; job?: OutAttribute[] }): Promise<IppResponse> {
-  return ippCall(printerUri, encodeRequest(operation, nextId(), [{ tag: Tag.URI, name: "printer-uri", values: [printerUri] }, ...op], o.job), o).finish();
+  return ippCall(printerUri, encodeRequest(operation, nextId(), [{ tag: Tag.URI, name: "printer-uri", values: [printerUriValue(printerUri)] }, ...op], o.job), o).finish();
 }
 
 let requestIds = 0;
