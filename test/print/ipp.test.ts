@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { PrintJobsClient, JobState, ColorMode, type PrintJob } from "../../clients/print/index.js";
 import { printerRole } from "../../servers/print/role-printer.js";
 import { readPwg } from "../../servers/print/device/pwg.js";
-import { mediaSize } from "../../servers/print/device/ipp-device.js";
+import { mediaSize, planJob, planPage, type IppCapabilities } from "../../servers/print/device/ipp-device.js";
 import { decodeResponse, encodeRequest, IppOp, Tag } from "../../servers/print/device/ipp.js";
+import sharp from "sharp";
 import { imagePdf, textPdf } from "../../tools/fixtures/pdfs.js";
 import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
 import { startPrintCluster, type PrintCluster } from "./cluster.js";
@@ -199,5 +200,56 @@ describe("IPP encoding", () => {
     assert.deepEqual(mediaSize("iso_a4_210x297mm"), { widthMm: 210, heightMm: 297 });
     assert.deepEqual(mediaSize("na_letter_8.5x11in"), { widthMm: 215.89999999999998, heightMm: 279.4 });
     assert.equal(mediaSize("roll_max"), undefined);
+  });
+});
+
+describe("IPP job planning", () => {
+  const caps: IppCapabilities = {
+    formats: ["image/pwg-raster"],
+    resolutions: [300, 600],
+    rasterTypes: ["black_1", "sgray_8", "srgb_8"],
+    media: [
+      { name: "na_letter_8.5x11in", widthMm: 215.9, heightMm: 279.4 },
+      { name: "iso_a4_210x297mm", widthMm: 210, heightMm: 297 },
+    ],
+    mediaDefault: "iso_a4_210x297mm",
+    colorModes: ["monochrome", "color"],
+    printerResolutions: [],
+    operations: [],
+    accepting: true,
+    state: 3,
+    stateReasons: [],
+  };
+  const a4 = { widthMm: 210, heightMm: 297 };
+
+  it("keeps a listed resolution, else takes the next higher one, else the highest", () => {
+    assert.equal(planJob(caps, false, 600, a4).dpi, 600);
+    assert.equal(planJob(caps, false, 150, a4).dpi, 300);
+    assert.equal(planJob(caps, false, 1200, a4).dpi, 600);
+  });
+
+  it("sends colour only for a colour job on a printer taking srgb_8, and black_1 only when nothing else is taken", () => {
+    assert.equal(planJob(caps, true, 300, a4).mode, "srgb");
+    assert.equal(planJob(caps, false, 300, a4).mode, "sgray");
+    assert.equal(planJob({ ...caps, colorModes: ["monochrome"] }, true, 300, a4).mode, "sgray");
+    assert.equal(planJob({ ...caps, rasterTypes: ["black_1"] }, true, 300, a4).mode, "black");
+    assert.throws(() => planJob({ ...caps, rasterTypes: ["cmyk_8"] }, false, 300, a4), /IPP|raster types/);
+  });
+
+  it("matches the page to a listed media in either orientation, else uses media-default", () => {
+    assert.equal(planJob(caps, false, 300, { widthMm: 279.4, heightMm: 215.9 }).media, "na_letter_8.5x11in");
+    assert.equal(planJob(caps, false, 300, { widthMm: 100, heightMm: 150 }).media, "iso_a4_210x297mm");
+  });
+
+  it("fits a landscape page onto portrait media, turned and centred", async () => {
+    // 4 × 2 in at 100 DPI, black, onto A4 at 300 DPI.
+    const jpeg = await sharp({ create: { width: 400, height: 200, channels: 3, background: "#000000" } }).jpeg().toBuffer();
+    const plan = planJob(caps, false, 100, { widthMm: 101.6, heightMm: 50.8 });
+    const p = await planPage(jpeg, 100, plan);
+    assert.deepEqual([p.width, p.height, p.mode], [2480, 3508, "sgray"]);
+    // Turned: 600 px wide (2 in) and 1200 px tall (4 in), centred.
+    const at = (x: number, y: number): number => p.data[y * p.width + x] as number;
+    assert.ok(at(1240, 1754) < 30 && at(1240 - 290, 1754 - 590) < 30, "page not at the centre");
+    assert.ok(at(1240 - 320, 1754) > 225 && at(1240, 1754 - 620) > 225, "page larger than 2 × 4 in");
   });
 });
