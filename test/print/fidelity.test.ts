@@ -21,51 +21,12 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import sharp from "sharp";
 import { convertPdf } from "../../servers/print/convert.js";
 import { RenderPool } from "../../servers/print/render/pool.js";
 import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
 import { cjkPdf, embeddedCjkPdf, encryptedPdf, imagePdf, mixedPdf, textPdf, vectorPdf } from "../../tools/fixtures/pdfs.js";
 import { tempDir, testLogger } from "../helpers/nodes.js";
-
-type Grey = { data: Buffer; width: number; height: number };
-
-async function grey(img: Buffer): Promise<Grey> {
-  const { data, info } = await sharp(img).greyscale().raw().toBuffer({ resolveWithObject: true });
-  return { data, width: info.width, height: info.height };
-}
-
-/** Compares one page; returns the figures the assertions use. */
-async function compare(ours: Grey, ref: Grey, dpi: number): Promise<{ global: number; minTile: number; maxTile: number; tiles: number }> {
-  const w = Math.min(ours.width, ref.width);
-  const h = Math.min(ours.height, ref.height);
-  const small = (g: Grey): Promise<Buffer> =>
-    sharp(g.data, { raw: { width: g.width, height: g.height, channels: 1 } }).extract({ left: 0, top: 0, width: w, height: h }).resize(Math.floor(w / 4), Math.floor(h / 4)).raw().toBuffer();
-  const [a, b] = await Promise.all([small(ours), small(ref)]);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d += Math.abs((a[i] as number) - (b[i] as number));
-  const t = Math.round(dpi / 2);
-  let minTile = Infinity;
-  let maxTile = 0;
-  let tiles = 0;
-  for (let ty = 0; ty + t <= h; ty += t) {
-    for (let tx = 0; tx + t <= w; tx += t) {
-      let io = 0;
-      let ir = 0;
-      for (let y = ty; y < ty + t; y++) {
-        for (let x = tx; x < tx + t; x++) {
-          io += 255 - (ours.data[y * ours.width + x] as number);
-          ir += 255 - (ref.data[y * ref.width + x] as number);
-        }
-      }
-      if (ir / (255 * t * t) < 0.05) continue;
-      tiles++;
-      minTile = Math.min(minTile, io / ir);
-      maxTile = Math.max(maxTile, io / ir);
-    }
-  }
-  return { global: d / a.length, minTile, maxTile, tiles };
-}
+import { compare, grey, type Grey } from "./fidelity-compare.js";
 
 describe("rendering fidelity vs pdftoppm", function () {
   this.timeout(180_000);

@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { createCanvas, GlobalFonts, type Canvas, type SKRSContext2D } from "@napi-rs/canvas";
 import sharp from "sharp";
 import type { ChildRequest, ChildResponse, RenderFailure } from "./protocol.js";
+import { installSoftMasks, SoftMaskFilterFactory } from "./smask.js";
 
 type PdfJs = typeof import("pdfjs-dist/legacy/build/pdf.mjs");
 type Doc = Awaited<ReturnType<PdfJs["getDocument"]>["promise"]>;
@@ -22,6 +23,7 @@ const MAX_OPEN = 2;
 
 sharp.concurrency(1);
 sharp.cache(false);
+installSoftMasks();
 
 /**
  * Fonts a PDF names but does not embed, and for which pdf.js has no standard font data
@@ -111,6 +113,8 @@ async function open(key: string, data: Uint8Array, password: string): Promise<{ 
     verbosity: 0,
     stopAtErrors: false,
     maxImageSize: 100_000_000,
+    // Luminosity soft masks (see smask.ts): without it they mask nothing under Node.
+    FilterFactory: SoftMaskFilterFactory,
   } as Parameters<PdfJs["getDocument"]>[0]);
   let doc: Doc;
   try {
