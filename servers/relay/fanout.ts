@@ -13,7 +13,7 @@
  * Frames already written to the transport still reach the subscriber before the status.
  */
 import { encodeEvent } from "../../clients/relay/index.js";
-import { batchMessage, type WireFrame } from "../../clients/relay/wire.js";
+import { batchMessage, GRPC_PREFIX_BYTES, grpcFramed, type WireFrame } from "../../clients/relay/wire.js";
 import { SubscriberTooSlowError } from "./errors.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 
@@ -27,20 +27,14 @@ export interface FanoutOptions {
   policy: SlowSubscriberPolicy;
 }
 
-/** The part of a server stream the fan-out writes to (grpc-js backpressure semantics). */
-export interface FrameSink {
-  /** Writes; false when the transport is over its high-water mark. `done` runs once the
-   *  transport took the message. */
-  write(buf: Buffer, done?: (err?: Error | null) => void): boolean;
-  /** Writes and resolves once the transport drained below its high-water mark. */
-  send(buf: Buffer): Promise<void>;
-}
+import type { FrameSink } from "./sink.js";
+export type { FrameSink } from "./sink.js";
 
 /** Frames handed to the transport as one message (one frame, or a batch of them). */
 interface FrameItem {
   kind: "frame";
-  /** The message bytes; shared by every subscriber that gets the same piece. */
-  buf: Buffer;
+  /** The message with gRPC's 5-byte prefix; shared by every subscriber that gets the same piece. */
+  framed: Buffer;
   /** The frames, `list[from..to)`. */
   list: readonly WireFrame[];
   from: number;
@@ -98,10 +92,10 @@ function pieces(list: readonly WireFrame[], max: number): FrameItem[] {
   return out;
 }
 
-function frameItem(list: readonly WireFrame[], from: number, to: number, buf?: Buffer): FrameItem {
+function frameItem(list: readonly WireFrame[], from: number, to: number, message?: Buffer): FrameItem {
   let payloadBytes = 0;
   for (let i = from; i < to; i++) payloadBytes += (list[i] as WireFrame).payloadBytes;
-  return { kind: "frame", buf: buf ?? batchMessage(list, from, to), list, from, to, payloadBytes };
+  return { kind: "frame", framed: message ? grpcFramed(message) : batchMessage(list, from, to, true), list, from, to, payloadBytes };
 }
 
 /** How a subscription ended. */
@@ -147,7 +141,9 @@ export class Subscriber {
   /** Settles once the subscription is over (never rejects). */
   readonly done: Promise<Leave>;
   private readonly maxBatch: number;
-  private readonly onWritten = (): void => this.written();
+  private readonly onWritten = (err?: Error | null): void => this.written(err);
+  /** A write failed: the call is going away (its cancellation ends the subscription). */
+  private broken = false;
 
   constructor(
     readonly id: string,
@@ -234,9 +230,10 @@ export class Subscriber {
   }
 
   /** Batch mode: the transport took the message in flight; send what gathered meanwhile. */
-  private written(): void {
+  private written(err?: Error | null): void {
     this.inFlight = false;
-    if (this.left) return;
+    if (err) this.broken = true;
+    if (this.left || this.broken) return;
     const head = this.queue.shift();
     if (!head) {
       if (this.ending) this.close(this.ending);
@@ -267,7 +264,7 @@ export class Subscriber {
       payloadBytes += it.payloadBytes;
       this.queuedFrames -= it.to - it.from;
     }
-    this.writeOne({ kind: "frame", buf: batchMessage(list), list, from: 0, to: list.length, payloadBytes });
+    this.writeOne({ kind: "frame", framed: batchMessage(list, 0, list.length, true), list, from: 0, to: list.length, payloadBytes });
   }
 
   /** Applies the overflow policy once; false when nothing could be dropped. */
@@ -304,24 +301,27 @@ export class Subscriber {
     return true;
   }
 
-  /** Meters an item as it is handed to the transport; returns its bytes. */
+  /** Meters an item as it is handed to the transport; returns its framed bytes. */
   private account(item: Item): Buffer {
     let buf: Buffer;
     if (item.kind === "frame") {
-      buf = item.buf;
+      buf = item.framed;
       const n = item.to - item.from;
       this.frames += n;
       this.bytes += item.payloadBytes;
       if (this.counters) this.counters.deliveredFrames += n;
     } else if (item.kind === "gap") {
-      buf = encodeEvent({
-        event: { $case: "gap", value: { firstSequence: BigInt(item.first), lastSequence: BigInt(item.last), frames: BigInt(item.frames) } },
-      });
+      buf = grpcFramed(
+        encodeEvent({
+          event: { $case: "gap", value: { firstSequence: BigInt(item.first), lastSequence: BigInt(item.last), frames: BigInt(item.frames) } },
+        }),
+      );
     } else {
-      buf = item.buf;
+      buf = grpcFramed(item.buf);
       this.droppedFrames += item.droppedFrames;
     }
-    if (this.counters) this.counters.deliveredBytes += buf.length;
+    // Message bytes, gRPC's prefix excluded (as the source's egress counters always were).
+    if (this.counters) this.counters.deliveredBytes += buf.length - GRPC_PREFIX_BYTES;
     return buf;
   }
 

@@ -16,6 +16,10 @@ export const fanoutSchema = {
     .enum(["drop-oldest", "disconnect"])
     .default("drop-oldest")
     .describe('"drop-oldest" (drop, send a Gap) or "disconnect" (RESOURCE_EXHAUSTED); default drop-oldest'),
+  directWrites: z
+    .boolean()
+    .default(true)
+    .describe("write subscribers' frames straight to their HTTP/2 streams (false: through grpc-js's stream writer); default true"),
 };
 
 /**

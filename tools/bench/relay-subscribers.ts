@@ -43,7 +43,7 @@ function reply(m: unknown): void {
 }
 
 /** One subscription: splits the response body into gRPC messages and meters them. */
-function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
+function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, subscriberIndex: number, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
   const req = SubscribeRequest.encode({ stream, subscriberId, maxBatchFrames: 256 }).finish();
   const head = Buffer.alloc(5);
   head.writeUInt32BE(req.length, 1);
@@ -79,7 +79,7 @@ function subscribe(session: ClientHttp2Session, stream: string, subscriberId: st
       for (const f of list) {
         if (!sampleAll && f.sequence % SAMPLE_EVERY !== slot) continue;
         const published = Frame.decode(f.body).publishedAt?.getTime() ?? NaN;
-        samples.push(f.sequence, now, published);
+        samples.push(f.sequence, now, published, subscriberIndex);
       }
     }
     if (buf.length) pending = Buffer.from(buf);
@@ -103,7 +103,7 @@ async function open(target: string, stream: string, count: number, first: number
   const starts: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const n = first + i;
-    starts.push(new Promise<void>((resolve, reject) => subscribe(sessions[i % channels] as ClientHttp2Session, stream, `bench-${n}`, n % SAMPLE_EVERY, count === 1, resolve, reject)));
+    starts.push(new Promise<void>((resolve, reject) => subscribe(sessions[i % channels] as ClientHttp2Session, stream, `bench-${n}`, n, n % SAMPLE_EVERY, count === 1, resolve, reject)));
   }
   await Promise.all(starts);
 }

@@ -22,7 +22,7 @@
  */
 import { startBenchNode } from "./processes.js";
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,7 +34,9 @@ const STREAM = "bench";
 const WARMUP_MS = 3000;
 /** RELAY_BENCH_PROF=DIR: every child process (nodes, subscriber hosts) writes a V8 CPU profile into DIR. */
 const PROF = process.env["RELAY_BENCH_PROF"];
-const profArgs = (): string[] => (PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []);
+/** RELAY_BENCH_PUBLIC_WRITES=1: source and relay write through grpc-js's stream writer (directWrites: false), for comparison. */
+const PUBLIC_WRITES = process.env["RELAY_BENCH_PUBLIC_WRITES"] === "1";
+const profArgs = (): string[] => [...(PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []), ...(process.env["RELAY_BENCH_NODE_ARGS"]?.split(" ").filter(Boolean) ?? [])];
 
 
 interface Meter {
@@ -49,7 +51,7 @@ interface Meter {
 /** Source→subscriber latencies (arrival − published_at) of the sampled frames, ms. */
 function latencies(m: Meter): number[] {
   const out: number[] = [];
-  for (let i = 0; i < m.samples.length; i += 3) out.push((m.samples[i + 1] as number) - (m.samples[i + 2] as number));
+  for (let i = 0; i < m.samples.length; i += 4) out.push((m.samples[i + 1] as number) - (m.samples[i + 2] as number));
   return out;
 }
 
@@ -59,9 +61,9 @@ function latencies(m: Meter): number[] {
  */
 function addedLatencies(via: Meter, probe: Meter): number[] {
   const direct = new Map<number, number>();
-  for (let i = 0; i < probe.samples.length; i += 3) direct.set(probe.samples[i] as number, probe.samples[i + 1] as number);
+  for (let i = 0; i < probe.samples.length; i += 4) direct.set(probe.samples[i] as number, probe.samples[i + 1] as number);
   const out: number[] = [];
-  for (let i = 0; i < via.samples.length; i += 3) {
+  for (let i = 0; i < via.samples.length; i += 4) {
     const d = direct.get(via.samples[i] as number);
     if (d !== undefined) out.push((via.samples[i + 1] as number) - d);
   }
@@ -74,6 +76,8 @@ interface Hosts {
   measure(on: boolean): void;
   report(): Promise<Meter>;
   close(): void;
+  /** CPU seconds the host processes used so far. */
+  cpu(): number;
 }
 
 function request(child: ChildProcess, msg: unknown, until: (m: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
@@ -118,6 +122,7 @@ function subscribeMany(target: string, n: number, processes: number): Hosts {
       };
     },
     close: () => children.forEach((c) => c.send({ cmd: "close" })),
+    cpu: () => children.reduce((a, c) => a + cpuSeconds(c.pid), 0),
   };
 }
 
@@ -145,10 +150,11 @@ async function window(
   src: StreamSourceClient,
   hosts: Hosts[],
   cpuOf: ChildProcess,
-): Promise<{ seconds: number; egressBytes: number; framesPublished: number; cpu: number; meters: Meter[] }> {
+): Promise<{ seconds: number; egressBytes: number; framesPublished: number; cpu: number; hostCpu: number; meters: Meter[] }> {
   await Promise.all(hosts.map((h) => h.report())); // reset
   const e0 = await egress(src);
   const c0 = cpuSeconds(cpuOf.pid);
+  const h0 = (hosts[0] as Hosts).cpu();
   const t0 = performance.now();
   hosts.forEach((h) => h.measure(true));
   await new Promise((r) => setTimeout(r, ms));
@@ -156,7 +162,8 @@ async function window(
   const seconds = (performance.now() - t0) / 1000;
   const e1 = await egress(src);
   const cpu = cpuSeconds(cpuOf.pid) - c0;
-  return { seconds, cpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
+  const hostCpu = (hosts[0] as Hosts).cpu() - h0;
+  return { seconds, cpu, hostCpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
 export default async function relayBench(args: string[]): Promise<BenchRow[]> {
@@ -167,11 +174,11 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const source = await startBenchNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
-    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }] },
+    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...(PUBLIC_WRITES ? { directWrites: false } : {}) },
   }, profArgs());
   const relay = await startBenchNode(dir, {
     node: { id: "bench-relay", role: "relay" },
-    relay: { upstream: source.address, linger: "1s" },
+    relay: { upstream: source.address, linger: "1s", ...(PUBLIC_WRITES ? { directWrites: false } : {}) },
   }, profArgs());
   const src = new StreamSourceClient(source.address);
   try {
@@ -203,6 +210,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
     const p99Via = percentile(latencies(viaMeter), 99);
     const p99Probe = percentile(latencies(probeMeter), 99);
     const added = addedLatencies(viaMeter, probeMeter);
+    if (process.env["RELAY_BENCH_DUMP"]) writeFileSync(process.env["RELAY_BENCH_DUMP"], JSON.stringify({ via: viaMeter.samples, probe: probeMeter.samples, direct: directMeter.samples }));
     const note = `${subscribers} subscribers, 1 KiB frames every ${intervalMs} ms`;
     return [
       row("source_egress", "bytes/s", relayEgress, oneStream, `one subscriber's stream (${note})`, false),
@@ -211,6 +219,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
       row("added_p99_ms", "ms", percentile(added, 99), p99Probe, "per frame: via-relay arrival − direct probe's arrival; anchor: probe's p99", false),
       row("added_p50_ms", "ms", percentile(added, 50), percentile(latencies(probeMeter), 50), "same, median; anchor: probe's median", false),
       row("cpu_us_per_delivery", "µs", (ours.cpu * 1e6) / Math.max(1, viaMeter.frames), (anchor.cpu * 1e6) / Math.max(1, directMeter.frames), "source process, subscribers attached directly", false),
+      row("host_cpu_share", "cores", ours.hostCpu / ours.seconds, anchor.hostCpu / anchor.seconds, "subscriber hosts' CPU, subscribers attached to the source", false),
       row("p99_via_relay_ms", "ms", p99Via, percentile(latencies(directMeter), 99), "p99 with the subscribers attached to the source", false),
       row("frames_per_message", "frames", viaMeter.frames / Math.max(1, viaMeter.messages), directMeter.frames / Math.max(1, directMeter.messages), "subscribers attached to the source", true),
     ];

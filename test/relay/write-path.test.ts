@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { status as Status } from "@grpc/grpc-js";
+import { sinkPaths } from "../../servers/relay/sink.js";
+import { streamSourceRole } from "../../servers/relay/role-stream-source.js";
+import { eventually, startTestNode } from "../helpers/nodes.js";
+import { publisher, sourceClient, startRelay, startSource, streamListed, subscribed } from "./helpers.js";
+
+/** Publishes `n` frames of distinct sizes into a fresh stream and checks what two subscribers at the relay got. */
+async function roundTrip(directWrites: boolean): Promise<void> {
+  const source = await startSource({ directWrites });
+  const relay = await startRelay(source.address, { directWrites });
+  const src = sourceClient(source.address);
+  const via = sourceClient(relay.address);
+  const pub = publisher(src, "paths");
+  pub.send("zero");
+  await streamListed(src, "paths");
+  const single = await subscribed(via, "paths", "single");
+  const batched = await subscribed(via, "paths", "batched", 32);
+  const sent: Buffer[] = [];
+  for (let i = 0; i < 200; i++) {
+    const b = Buffer.alloc(10 + i, i & 0xff);
+    sent.push(b);
+    pub.send(b);
+  }
+  await pub.end();
+  for (const s of [single, batched]) {
+    const end = await s.ended;
+    assert.equal(end.code, Status.OK, `${end.code} ${end.message}`);
+    assert.deepEqual(
+      s.frames.map((f) => f.payload),
+      sent,
+    );
+    const seq = s.frames.map((f) => f.sequence);
+    assert.deepEqual(seq, [...seq].sort((a, b) => a - b), "sequence order");
+  }
+}
+
+describe("Relay", () => {
+  describe("write path", () => {
+    it("writes pre-framed messages straight to each HTTP/2 stream: every frame, in order, then OK", async () => {
+      const before = { ...sinkPaths };
+      await roundTrip(true);
+      // Source → relay (1) and relay → two subscribers (2): all on the direct path.
+      assert.equal(sinkPaths.direct - before.direct, 3);
+      assert.equal(sinkPaths.public - before.public, 0);
+    });
+
+    it("gives the same result through grpc-js's stream writer with directWrites: false", async () => {
+      const before = { ...sinkPaths };
+      await roundTrip(false);
+      assert.equal(sinkPaths.direct - before.direct, 0);
+      assert.equal(sinkPaths.public - before.public, 3);
+    });
+
+    it("sends a message above grpc.max_send_message_length the public way: RESOURCE_EXHAUSTED", async () => {
+      const source = await startTestNode(streamSourceRole, { id: "source-small", config: { grpc: { maxSendMessageBytes: 2000 } }, roleConfig: {} });
+      const src = sourceClient(source.address);
+      const pub = publisher(src, "big");
+      pub.send("small");
+      await streamListed(src, "big");
+      const s = await subscribed(src, "big", "alice");
+      pub.send(Buffer.alloc(1000, 1));
+      await eventually(() => s.frames.length === 1);
+      pub.send(Buffer.alloc(3000, 2));
+      const end = await s.ended;
+      assert.equal(end.code, Status.RESOURCE_EXHAUSTED, `${end.code} ${end.message}`);
+      assert.equal(s.frames.length, 1);
+    });
+  });
+});
