@@ -11,12 +11,12 @@
  *
  * Messages in: {cmd:"open", target, stream, count, first} → {ok:"open"} once every
  * subscription started; {cmd:"measure", on:true|false}; {cmd:"report"} →
- * {frames, bytes, messages, samples: [sequence, arrivalMs, publishedMs, ...]};
+ * {frames, bytes, messages, gapFrames, samples: [sequence, arrivalMs, publishedMs, subscriber, ...]};
  * {cmd:"close"} → exits.
  */
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { Frame } from "../../gen/switchyard/relay/v1/stream.js";
-import { SubscribeRequest } from "../../gen/switchyard/relay/v1/stream_source_service.js";
+import { SubscribeRequest, SubscribeResponse } from "../../gen/switchyard/relay/v1/stream_source_service.js";
 import { framesOf } from "../../clients/relay/wire.js";
 
 type Msg =
@@ -35,6 +35,8 @@ let measuring = false;
 let frames = 0;
 let bytes = 0;
 let messages = 0;
+/** Frames announced missing by Gap messages (dropped for a slow subscriber). */
+let gapFrames = 0;
 let samples: number[] = [];
 const clockOrigin = performance.timeOrigin;
 
@@ -72,7 +74,11 @@ function subscribe(session: ClientHttp2Session, stream: string, subscriberId: st
       }
       if (!measuring) continue;
       const list = framesOf(msg);
-      if (!list) continue;
+      if (!list) {
+        const ev = SubscribeResponse.decode(msg).event;
+        if (ev?.$case === "gap") gapFrames += Number(ev.value.frames);
+        continue;
+      }
       messages++;
       bytes += msg.length;
       frames += list.length;
@@ -97,6 +103,11 @@ async function open(target: string, stream: string, count: number, first: number
   const channels = Math.max(1, Math.min(4, Math.ceil(count / 125)));
   for (let i = 0; i < channels; i++) {
     const s = connect(`http://${target}`, { settings: { initialWindowSize: 1 << 20 } });
+    // The connection-level window stays at HTTP/2's 64 KiB unless raised: with 125
+    // subscriptions of ~1 KiB frames on one connection, one frame's fan-out (~130 KiB)
+    // would then wait for this host's WINDOW_UPDATE half-way through, and the host's
+    // own scheduling delay would show up as relay latency.
+    s.once("connect", () => s.setLocalWindowSize(32 << 20));
     s.on("error", () => undefined);
     sessions.push(s);
   }
@@ -117,7 +128,8 @@ process.on("message", (m: Msg) => {
   } else if (m.cmd === "measure") {
     measuring = m.on;
   } else if (m.cmd === "report") {
-    reply({ frames, bytes, messages, samples });
+    reply({ frames, bytes, messages, gapFrames, samples });
+    gapFrames = 0;
     frames = 0;
     bytes = 0;
     messages = 0;
