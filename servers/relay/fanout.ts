@@ -25,6 +25,8 @@ export interface FanoutOptions {
   /** Frames that may wait for one subscriber before the policy applies. */
   maxBufferedFrames: number;
   policy: SlowSubscriberPolicy;
+  /** Subscribers a frame is written to per event-loop turn (SlicedFanout); 0: all at once. */
+  sliceSize?: number;
 }
 
 import type { FrameSink } from "./sink.js";
@@ -96,6 +98,61 @@ function frameItem(list: readonly WireFrame[], from: number, to: number, message
   let payloadBytes = 0;
   for (let i = from; i < to; i++) payloadBytes += (list[i] as WireFrame).payloadBytes;
   return { kind: "frame", framed: message ? grpcFramed(message) : batchMessage(list, from, to, true), list, from, to, payloadBytes };
+}
+
+/**
+ * Hands frames to the subscribers of one stream in slices of `sliceSize` subscribers, one
+ * slice per event-loop turn, in order: every subscriber gets group k before group k+1.
+ * Why: writing one frame to 1,000 subscribers is milliseconds of synchronous work, and
+ * node:http2 sends what was written only after that work returns (its session flush is a
+ * native immediate). In slices, the first subscribers' bytes leave while the node is still
+ * writing to the later ones, so on more than one core their readers run in parallel with
+ * the fan-out instead of after it, and a new upstream frame is read in between.
+ * Subscribers are taken as they were when the frames arrived (a subscriber that joins
+ * meanwhile starts after them, as its `started.next_sequence` says; one that left is
+ * skipped). Anything else for the subscribers (a gap from upstream, the end of the
+ * stream) calls `flush()` first, so it stays behind every frame, synchronously as before.
+ */
+export class SlicedFanout {
+  private readonly pending: { group: FrameGroup; subs: Subscriber[]; next: number }[] = [];
+  private scheduled = false;
+  private readonly onTurn = (): void => {
+    this.scheduled = false;
+    this.step(this.sliceSize);
+  };
+
+  /** @param sliceSize subscribers written per event-loop turn (0: all at once). */
+  constructor(private readonly sliceSize: number) {}
+
+  /** Delivers `group` to `subscribers` (all of them now when few, else slice by slice). */
+  frames(group: FrameGroup, subscribers: Set<Subscriber>): void {
+    if (this.pending.length === 0 && (this.sliceSize <= 0 || subscribers.size <= this.sliceSize)) {
+      for (const s of subscribers) s.deliverFrames(group);
+      return;
+    }
+    this.pending.push({ group, subs: [...subscribers], next: 0 });
+    if (!this.scheduled) this.step(this.sliceSize);
+  }
+
+  /** Delivers everything still pending, now. */
+  flush(): void {
+    this.step(Infinity);
+  }
+
+  private step(budget: number): void {
+    while (budget > 0 && this.pending.length > 0) {
+      const p = this.pending[0] as { group: FrameGroup; subs: Subscriber[]; next: number };
+      const end = Math.min(p.subs.length, p.next + budget);
+      for (let i = p.next; i < end; i++) (p.subs[i] as Subscriber).deliverFrames(p.group);
+      budget -= end - p.next;
+      p.next = end;
+      if (end === p.subs.length) this.pending.shift();
+    }
+    if (this.pending.length > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.onTurn);
+    }
+  }
 }
 
 /** How a subscription ended. */

@@ -69,7 +69,7 @@ export const relayRole: RoleDefinition<RelayConfig> = {
       {
         relayId,
         upstream: cfg.upstream,
-        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy },
+        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy, sliceSize: cfg.fanoutSlice },
         lingerMs: cfg.linger,
         upstreamOpenTimeoutMs: cfg.upstreamOpenTimeout,
       },

@@ -40,7 +40,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
     const core = new StreamSourceCore(
       ctx.store,
       {
-        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy },
+        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy, sliceSize: cfg.fanoutSlice },
         maxFrameBytes: cfg.maxFrameBytes,
         usageRetentionMs: cfg.usageRetention,
         halfCloseGraceMs: cfg.halfCloseGrace,

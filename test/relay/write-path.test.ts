@@ -6,9 +6,9 @@ import { eventually, startTestNode } from "../helpers/nodes.js";
 import { publisher, sourceClient, startRelay, startSource, streamListed, subscribed } from "./helpers.js";
 
 /** Publishes `n` frames of distinct sizes into a fresh stream and checks what two subscribers at the relay got. */
-async function roundTrip(directWrites: boolean): Promise<void> {
-  const source = await startSource({ directWrites });
-  const relay = await startRelay(source.address, { directWrites });
+async function roundTrip(directWrites: boolean, fanoutSlice = 0): Promise<void> {
+  const source = await startSource({ directWrites, fanoutSlice });
+  const relay = await startRelay(source.address, { directWrites, fanoutSlice });
   const src = sourceClient(source.address);
   const via = sourceClient(relay.address);
   const pub = publisher(src, "paths");
@@ -16,6 +16,7 @@ async function roundTrip(directWrites: boolean): Promise<void> {
   await streamListed(src, "paths");
   const single = await subscribed(via, "paths", "single");
   const batched = await subscribed(via, "paths", "batched", 32);
+  const third = await subscribed(via, "paths", "third");
   const sent: Buffer[] = [];
   for (let i = 0; i < 200; i++) {
     const b = Buffer.alloc(10 + i, i & 0xff);
@@ -23,7 +24,7 @@ async function roundTrip(directWrites: boolean): Promise<void> {
     pub.send(b);
   }
   await pub.end();
-  for (const s of [single, batched]) {
+  for (const s of [single, batched, third]) {
     const end = await s.ended;
     assert.equal(end.code, Status.OK, `${end.code} ${end.message}`);
     assert.deepEqual(
@@ -40,8 +41,8 @@ describe("Relay", () => {
     it("writes pre-framed messages straight to each HTTP/2 stream: every frame, in order, then OK", async () => {
       const before = { ...sinkPaths };
       await roundTrip(true);
-      // Source → relay (1) and relay → two subscribers (2): all on the direct path.
-      assert.equal(sinkPaths.direct - before.direct, 3);
+      // Source → relay (1) and relay → three subscribers (3): all on the direct path.
+      assert.equal(sinkPaths.direct - before.direct, 4);
       assert.equal(sinkPaths.public - before.public, 0);
     });
 
@@ -49,7 +50,12 @@ describe("Relay", () => {
       const before = { ...sinkPaths };
       await roundTrip(false);
       assert.equal(sinkPaths.direct - before.direct, 0);
-      assert.equal(sinkPaths.public - before.public, 3);
+      assert.equal(sinkPaths.public - before.public, 4);
+    });
+
+    it("keeps every subscriber's frames in order when frames are written a slice of subscribers per turn", async () => {
+      await roundTrip(true, 1);
+      await roundTrip(false, 2);
     });
 
     it("sends a message above grpc.max_send_message_length the public way: RESOURCE_EXHAUSTED", async () => {

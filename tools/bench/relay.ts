@@ -48,6 +48,9 @@ const WARMUP_MS = 5000;
 const PROF = process.env["RELAY_BENCH_PROF"];
 /** RELAY_BENCH_PUBLIC_WRITES=1: source and relay write through grpc-js's stream writer (directWrites: false), for comparison. */
 const PUBLIC_WRITES = process.env["RELAY_BENCH_PUBLIC_WRITES"] === "1";
+/** RELAY_BENCH_SLICE=N: source and relay write a frame to N subscribers per event-loop turn (fanoutSlice). */
+const SLICE = process.env["RELAY_BENCH_SLICE"];
+const nodeTuning = (): Record<string, unknown> => ({ ...(PUBLIC_WRITES ? { directWrites: false } : {}), ...(SLICE !== undefined ? { fanoutSlice: Number(SLICE) } : {}) });
 const profArgs = (): string[] => [...(PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []), ...(process.env["RELAY_BENCH_NODE_ARGS"]?.split(" ").filter(Boolean) ?? [])];
 
 
@@ -191,11 +194,11 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const source = await startBenchNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
-    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...(PUBLIC_WRITES ? { directWrites: false } : {}) },
+    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...nodeTuning() },
   }, profArgs());
   const relay = await startBenchNode(dir, {
     node: { id: "bench-relay", role: "relay" },
-    relay: { upstream: source.address, linger: "1s", ...(PUBLIC_WRITES ? { directWrites: false } : {}) },
+    relay: { upstream: source.address, linger: "1s", ...nodeTuning() },
   }, profArgs());
   const src = new StreamSourceClient(source.address);
   try {
