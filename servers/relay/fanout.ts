@@ -69,6 +69,11 @@ export class FrameGroup {
     private readonly whole?: Buffer,
   ) {}
 
+  /** These frames followed by `other`'s, as one group (nothing built yet is kept). */
+  merge(other: FrameGroup): FrameGroup {
+    return new FrameGroup([...this.frames, ...other.frames]);
+  }
+
   /** One message per frame (subscribers that did not ask for batches). */
   single(): FrameItem[] {
     if (!this.singles) this.singles = pieces(this.frames, 1);
@@ -112,26 +117,58 @@ function frameItem(list: readonly WireFrame[], from: number, to: number, message
  * meanwhile starts after them, as its `started.next_sequence` says; one that left is
  * skipped). Anything else for the subscribers (a gap from upstream, the end of the
  * stream) calls `flush()` first, so it stays behind every frame, synchronously as before.
+ * The owner calls `joined()` when it adds a subscriber.
  */
 export class SlicedFanout {
   private readonly pending: { group: FrameGroup; subs: Subscriber[]; next: number }[] = [];
+  private pendingFrames = 0;
+  /** A subscriber joined after the last pending group's snapshot (no merging into it). */
+  private joinedSinceSnapshot = false;
   private scheduled = false;
   private readonly onTurn = (): void => {
     this.scheduled = false;
     this.step(this.sliceSize);
   };
 
-  /** @param sliceSize subscribers written per event-loop turn (0: all at once). */
-  constructor(private readonly sliceSize: number) {}
+  /**
+   * @param sliceSize subscribers written per event-loop turn (0: all at once).
+   * @param maxPendingFrames frames that may wait here; beyond, everything pending is
+   *   written at once, so an overloaded node falls back to one pass per frame and the
+   *   subscribers' own bounded buffers and slow-subscriber policy apply.
+   */
+  constructor(
+    private readonly sliceSize: number,
+    private readonly maxPendingFrames = 1024,
+  ) {}
 
-  /** Delivers `group` to `subscribers` (all of them now when few, else slice by slice). */
+  /** A subscriber was added to the set: frames pending so far are not for it. */
+  joined(): void {
+    this.joinedSinceSnapshot = true;
+  }
+
+  /**
+   * Delivers `group` to `subscribers` (all of them now when few, else slice by slice).
+   * Frames that arrive while a group waits whose fan-out has not begun join that group
+   * (when nobody joined since, up to MAX_BATCH_FRAMES): a subscriber that asked for
+   * batches then gets them in one shared message, so a node that falls behind writes
+   * fewer, larger messages and catches up.
+   */
   frames(group: FrameGroup, subscribers: Set<Subscriber>): void {
     if (this.pending.length === 0 && (this.sliceSize <= 0 || subscribers.size <= this.sliceSize)) {
+      this.joinedSinceSnapshot = false;
       for (const s of subscribers) s.deliverFrames(group);
       return;
     }
-    this.pending.push({ group, subs: [...subscribers], next: 0 });
-    if (!this.scheduled) this.step(this.sliceSize);
+    const last = this.pending[this.pending.length - 1];
+    if (last && last.next === 0 && !this.joinedSinceSnapshot && last.group.frames.length + group.frames.length <= MAX_BATCH_FRAMES) {
+      last.group = last.group.merge(group);
+    } else {
+      this.pending.push({ group, subs: [...subscribers], next: 0 });
+      this.joinedSinceSnapshot = false;
+    }
+    this.pendingFrames += group.frames.length;
+    if (this.pendingFrames > this.maxPendingFrames) this.flush();
+    else if (!this.scheduled) this.step(this.sliceSize);
   }
 
   /** Delivers everything still pending, now. */
@@ -146,7 +183,10 @@ export class SlicedFanout {
       for (let i = p.next; i < end; i++) (p.subs[i] as Subscriber).deliverFrames(p.group);
       budget -= end - p.next;
       p.next = end;
-      if (end === p.subs.length) this.pending.shift();
+      if (end === p.subs.length) {
+        this.pending.shift();
+        this.pendingFrames -= p.group.frames.length;
+      }
     }
     if (this.pending.length > 0 && !this.scheduled) {
       this.scheduled = true;

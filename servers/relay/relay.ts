@@ -104,6 +104,7 @@ export class RelayCore {
     const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, undefined, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(session.nextSequence) } } }));
     session.subscribers.add(sub);
+    session.fanout.joined();
     const onAbort = (): void => sub.cancel(this.shutdown.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
@@ -142,7 +143,7 @@ export class RelayCore {
   }
 
   private open(name: string): Session {
-    const s = new Session(name, new SlicedFanout(this.opts.fanout.sliceSize ?? 0));
+    const s = new Session(name, new SlicedFanout(this.opts.fanout.sliceSize ?? 0, this.opts.fanout.maxBufferedFrames));
     this.sessions.set(name, s);
     this.upstreamOpened++;
     this.log.info({ stream: name, upstream: this.opts.upstream }, "opening upstream subscription");

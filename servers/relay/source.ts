@@ -44,6 +44,11 @@ export class LiveStream {
     return sequence;
   }
 
+  /** A subscriber was added: frames still being fanned out are not for it. */
+  joined(): void {
+    this.fanout.joined();
+  }
+
   /** Ends the stream: subscribers get what is buffered, then OK (or `error`). */
   end(error?: Error): void {
     this.ended = true;
@@ -108,7 +113,7 @@ export class StreamSourceCore {
   open(name: string, origin: StreamOrigin): LiveStream {
     checkStreamName(name);
     if (this.streams.has(name)) throw new StreamAlreadyPublishedError(name);
-    const s = new LiveStream(name, origin, new SlicedFanout(this.opts.fanout.sliceSize ?? 0));
+    const s = new LiveStream(name, origin, new SlicedFanout(this.opts.fanout.sliceSize ?? 0, this.opts.fanout.maxBufferedFrames));
     this.streams.set(name, s);
     this.log.info({ stream: name, origin: StreamOrigin[origin] }, "stream started");
     return s;
@@ -177,6 +182,7 @@ export class StreamSourceCore {
     const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, stream.counters, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(stream.nextSequence) } } }));
     stream.subscribers.add(sub);
+    stream.joined();
     stream.subscriptionsTotal++;
     const onAbort = (): void => sub.cancel(this.opts.shutdown?.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
     if (signal.aborted) onAbort();

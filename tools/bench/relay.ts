@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- relay [SUBSCRIBERS] [SECONDS] [INTERVAL_MS] [PROCESSES]`: 1 source →
+ * `npm run bench -- relay [SUBSCRIBERS] [SECONDS] [INTERVAL_MS] [PROCESSES] [LADDER]`: 1 source →
  * 1 relay → SUBSCRIBERS (default 1000) subscribers of a ticker stream of 1 KiB frames, one
  * every INTERVAL_MS (default 8 ms: ≈125 frames/s, so ≈125,000 deliveries/s are *offered*,
  * more than the 100,000/s target; at 10 ms the offered load is exactly 100,000/s and the
@@ -27,6 +27,10 @@
  *    cores: with 2 cores, a client side near 1 core would measure itself, not the relay;
  *  - p99_via_relay_ms: source→subscriber p99 via the relay vs directly;
  *  - frames_per_message: how many frames a gRPC message carried (batches).
+ * A fifth argument LADDER (comma-separated ticker intervals in ms, e.g. 6,4,3,2) adds a
+ * saturation ladder after the main run: per step a fresh source and relay, the offered
+ * and delivered rates, loss, added p99, frames per message and relay CPU per delivery,
+ * and max_sustained_deliveries_per_s, the highest delivered rate of a step without loss.
  * Environment: RELAY_BENCH_PROF=DIR (CPU profiles of every child), RELAY_BENCH_NODE_ARGS
  * (extra node flags for every child, e.g. --trace-gc), RELAY_BENCH_PUBLIC_WRITES=1 (nodes
  * write through grpc-js's stream writer, `directWrites: false`), RELAY_BENCH_DUMP=FILE
@@ -186,11 +190,79 @@ async function window(
   return { seconds, cpu, hostCpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
+/** One step of the saturation ladder: fresh source (ticker every `intervalMs`) and relay, subscribers at the relay only. */
+async function ladderStep(intervalMs: number, subscribers: number, processes: number, seconds: number): Promise<{ offered: number; delivered: number; lost: number; p99: number; probeP99: number; cpuUs: number; framesPerMessage: number }> {
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
+  const source = await startBenchNode(dir, {
+    node: { id: "bench-source", role: "stream-source" },
+    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...nodeTuning() },
+  });
+  const relay = await startBenchNode(dir, { node: { id: "bench-relay", role: "relay" }, relay: { upstream: source.address, linger: "1s", ...nodeTuning() } });
+  const src = new StreamSourceClient(source.address);
+  try {
+    const via = subscribeMany(relay.address, subscribers, processes);
+    const probe = subscribeMany(source.address, 1, 1);
+    await Promise.all([via.started, probe.started]);
+    await new Promise((r) => setTimeout(r, WARMUP_MS));
+    const w = await window(seconds * 1000, src, [via, probe], relay.child);
+    via.close();
+    probe.close();
+    const [v, pr] = w.meters as [Meter, Meter];
+    const added = addedLatencies(v, pr);
+    return {
+      offered: (w.framesPublished * subscribers) / w.seconds,
+      delivered: v.frames / w.seconds,
+      lost: v.gapFrames,
+      p99: percentile(added, 99),
+      probeP99: percentile(latencies(pr), 99),
+      cpuUs: (w.cpu * 1e6) / Math.max(1, v.frames),
+      framesPerMessage: v.frames / Math.max(1, v.messages),
+    };
+  } finally {
+    src.close();
+    relay.child.kill("SIGTERM");
+    source.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 500));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Saturation ladder (`LADDER` = comma-separated ticker intervals in ms, e.g. 6,4,3,2):
+ * per step the offered and delivered rates via the relay, lost deliveries, added p99,
+ * frames per message (above 1: subscribers fell behind and got batches) and the relay's
+ * CPU per delivery; then the highest delivered rate of a step without loss (every
+ * offered frame delivered, within 1 %).
+ */
+async function ladder(intervals: number[], subscribers: number, processes: number, seconds: number): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  let best = { delivered: 0, offered: 0, at: 0 };
+  for (const ms of intervals) {
+    const r = await ladderStep(ms, subscribers, processes, seconds);
+    rows.push(
+      row(`ladder_${ms}ms_deliveries_per_s`, "frames/s", r.delivered, r.offered, `offered (${subscribers} subscribers, a frame every ${ms} ms)`, true),
+      row(`ladder_${ms}ms_lost_deliveries`, "frames", r.lost, 0, "none", false),
+      row(`ladder_${ms}ms_added_p99_ms`, "ms", r.p99, r.probeP99, "the direct probe's own p99", false),
+      row(`ladder_${ms}ms_frames_per_message`, "frames", r.framesPerMessage, 1, "one frame per message", false),
+      row(`ladder_${ms}ms_cpu_us_per_delivery`, "µs", r.cpuUs, r.cpuUs, "same (relay CPU per delivery at this step)", false),
+    );
+    if (r.lost === 0 && r.delivered >= 0.99 * r.offered && r.delivered > best.delivered) best = { delivered: r.delivered, offered: r.offered, at: ms };
+  }
+  rows.push(row("max_sustained_deliveries_per_s", "frames/s", best.delivered, best.offered, `offered at that step (a frame every ${best.at} ms); no loss`, true));
+  return rows;
+}
+
 export default async function relayBench(args: string[]): Promise<BenchRow[]> {
   const subscribers = Number(args[0] ?? 1000);
   const seconds = Number(args[1] ?? 10);
   const intervalMs = Number(args[2] ?? 8);
   const processes = Number(args[3] ?? 4);
+  const steps = (args[4] ?? "").split(",").filter(Boolean).map(Number);
+  const main = await mainRun(subscribers, seconds, intervalMs, processes);
+  return steps.length ? [...main, ...(await ladder(steps, subscribers, processes, Math.min(seconds, 5)))] : main;
+}
+
+async function mainRun(subscribers: number, seconds: number, intervalMs: number, processes: number): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const source = await startBenchNode(dir, {
     node: { id: "bench-source", role: "stream-source" },
