@@ -19,8 +19,9 @@
  *    the chain has grpc-js's default sendMessage responder (an interceptor that looks
  *    at messages, e.g. a future message counter, keeps its path; the node's metrics
  *    interceptor only watches start, cancel and status);
- *  - a cancelled or closed call is never written to (BaseServerInterceptingCall's own
- *    checkCancelled()); a message above grpc.max_send_message_length goes the public
+ *  - a cancelled or closed call, or one whose HTTP/2 stream grpc-js already ended (status
+ *    on its way), is never written to (BaseServerInterceptingCall's own checkCancelled(),
+ *    the stream's writableEnded); a message above grpc.max_send_message_length goes the public
  *    way, so the caller gets the same RESOURCE_EXHAUSTED status as before;
  *  - the status is still sent by grpc-js (the handler returns, `call.end()` → trailers
  *    after everything written to the HTTP/2 stream, in order).
@@ -53,6 +54,7 @@ interface H2Stream {
   removeListener(event: "drain" | "close", fn: () => void): unknown;
   readonly destroyed: boolean;
   readonly closed: boolean;
+  readonly writableEnded: boolean;
 }
 
 /** What the fan-out needs of grpc-js's BaseServerInterceptingCall. */
@@ -94,6 +96,7 @@ function baseCallOf(call: unknown): BaseCall | undefined {
     typeof s.once !== "function" ||
     typeof s.removeListener !== "function" ||
     typeof s.destroyed !== "boolean" ||
+    typeof s.writableEnded !== "boolean" ||
     typeof (s as { respond?: unknown }).respond !== "function"
   ) {
     return undefined;
@@ -152,13 +155,16 @@ function directSink(base: BaseCall, sink: StreamSink<Buffer>): FrameSink {
   return {
     direct: true,
     write(framed, done) {
-      // A cancelled call takes nothing and calls nothing back (as grpc-js's sendMessage).
-      if (base.checkCancelled()) return false;
+      // A cancelled call takes nothing and calls nothing back (as grpc-js's sendMessage);
+      // nor does one whose status is on its way (grpc-js ended the HTTP/2 stream, e.g.
+      // deadline or shutdown, and the cancellation reaches the handler a moment later):
+      // a write after end() would be an 'error' event grpc-js does not expect twice.
+      if (stream.writableEnded || base.checkCancelled()) return false;
       if (tooLarge(framed)) return sink.write(framed.subarray(GRPC_PREFIX_BYTES), done);
       return done ? stream.write(framed, done) : stream.write(framed);
     },
     send(framed) {
-      if (base.checkCancelled()) return Promise.reject(new Error("stream is closed"));
+      if (stream.writableEnded || base.checkCancelled()) return Promise.reject(new Error("stream is closed"));
       if (tooLarge(framed)) return sink.send(framed.subarray(GRPC_PREFIX_BYTES));
       if (stream.write(framed)) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {

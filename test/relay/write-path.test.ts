@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { status as Status } from "@grpc/grpc-js";
+import { Metadata, status as Status } from "@grpc/grpc-js";
 import { sinkPaths } from "../../servers/relay/sink.js";
 import { streamSourceRole } from "../../servers/relay/role-stream-source.js";
 import { eventually, startTestNode } from "../helpers/nodes.js";
@@ -71,6 +71,34 @@ describe("Relay", () => {
       const end = await s.ended;
       assert.equal(end.code, Status.RESOURCE_EXHAUSTED, `${end.code} ${end.message}`);
       assert.equal(s.frames.length, 1);
+    });
+  });
+});
+
+describe("Relay", () => {
+  describe("write path, status before cancellation", () => {
+    it("ends a subscription at its deadline with DEADLINE_EXCEEDED while frames flow, and keeps serving the others", async () => {
+      const source = await startSource();
+      const relay = await startRelay(source.address);
+      const src = sourceClient(source.address);
+      const via = sourceClient(relay.address);
+      const pub = publisher(src, "ticking");
+      pub.send("first");
+      await streamListed(src, "ticking");
+      const keep = await subscribed(via, "ticking", "keeps-up");
+      const timer = setInterval(() => pub.send(Buffer.alloc(512, 7)), 1);
+      try {
+        for (let i = 0; i < 5; i++) {
+          const call = via.client.subscribe({ stream: "ticking", subscriberId: `short-${i}`, maxBatchFrames: i % 2 ? 16 : 0 }, new Metadata(), { deadline: Date.now() + 150 });
+          call.on("data", () => undefined);
+          const code = await new Promise<number>((resolve) => call.on("error", (e: { code: number }) => resolve(e.code)));
+          assert.equal(code, Status.DEADLINE_EXCEEDED);
+        }
+        const before = keep.frames.length;
+        await eventually(() => keep.frames.length > before + 50);
+      } finally {
+        clearInterval(timer);
+      }
     });
   });
 });
