@@ -97,17 +97,44 @@ export function singleMessage(f: WireFrame): Buffer {
   return out;
 }
 
-/** The SubscribeResponse{batch} bytes of `frames[from..to)` (one frame: its single message). */
-export function batchMessage(frames: readonly WireFrame[], from = 0, to = frames.length): Buffer {
-  if (to - from === 1) return singleMessage(frames[from] as WireFrame);
+/** Length of gRPC's message prefix (compressed flag, 4-byte big-endian length). */
+export const GRPC_PREFIX_BYTES = 5;
+
+/** Writes gRPC's message prefix for a message of `length` bytes at the start of `out`. */
+function writePrefix(out: Buffer, length: number): void {
+  out[0] = 0;
+  out.writeUInt32BE(length, 1);
+}
+
+/** `message` with gRPC's 5-byte message prefix in front (one copy). */
+export function grpcFramed(message: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + message.length);
+  writePrefix(out, message.length);
+  message.copy(out, GRPC_PREFIX_BYTES);
+  return out;
+}
+
+/**
+ * The SubscribeResponse{batch} bytes of `frames[from..to)` (one frame: its single
+ * message). With `grpcPrefix` the buffer starts with gRPC's 5-byte message prefix, ready
+ * to be written to an HTTP/2 stream as is.
+ */
+export function batchMessage(frames: readonly WireFrame[], from = 0, to = frames.length, grpcPrefix = false): Buffer {
+  if (to - from === 1) {
+    const single = singleMessage(frames[from] as WireFrame);
+    return grpcPrefix ? grpcFramed(single) : single;
+  }
   let inner = 0;
   for (let i = from; i < to; i++) {
     const n = (frames[i] as WireFrame).body.length;
     inner += 1 + varintLength(n) + n;
   }
-  const out = Buffer.allocUnsafe(1 + varintLength(inner) + inner);
-  out[0] = BATCH_TAG;
-  let at = writeVarint(out, 1, inner);
+  const head = grpcPrefix ? GRPC_PREFIX_BYTES : 0;
+  const length = 1 + varintLength(inner) + inner;
+  const out = Buffer.allocUnsafe(head + length);
+  if (grpcPrefix) writePrefix(out, length);
+  out[head] = BATCH_TAG;
+  let at = writeVarint(out, head + 1, inner);
   for (let i = from; i < to; i++) {
     const body = (frames[i] as WireFrame).body;
     out[at++] = FRAMES_TAG;

@@ -13,7 +13,7 @@
  * Frames already written to the transport still reach the subscriber before the status.
  */
 import { encodeEvent } from "../../clients/relay/index.js";
-import { batchMessage, type WireFrame } from "../../clients/relay/wire.js";
+import { batchMessage, GRPC_PREFIX_BYTES, grpcFramed, type WireFrame } from "../../clients/relay/wire.js";
 import { SubscriberTooSlowError } from "./errors.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 
@@ -25,22 +25,18 @@ export interface FanoutOptions {
   /** Frames that may wait for one subscriber before the policy applies. */
   maxBufferedFrames: number;
   policy: SlowSubscriberPolicy;
+  /** Subscribers a frame is written to per event-loop turn (SlicedFanout); 0: all at once. */
+  sliceSize?: number;
 }
 
-/** The part of a server stream the fan-out writes to (grpc-js backpressure semantics). */
-export interface FrameSink {
-  /** Writes; false when the transport is over its high-water mark. `done` runs once the
-   *  transport took the message. */
-  write(buf: Buffer, done?: (err?: Error | null) => void): boolean;
-  /** Writes and resolves once the transport drained below its high-water mark. */
-  send(buf: Buffer): Promise<void>;
-}
+import type { FrameSink } from "./sink.js";
+export type { FrameSink } from "./sink.js";
 
 /** Frames handed to the transport as one message (one frame, or a batch of them). */
 interface FrameItem {
   kind: "frame";
-  /** The message bytes; shared by every subscriber that gets the same piece. */
-  buf: Buffer;
+  /** The message with gRPC's 5-byte prefix; shared by every subscriber that gets the same piece. */
+  framed: Buffer;
   /** The frames, `list[from..to)`. */
   list: readonly WireFrame[];
   from: number;
@@ -73,6 +69,11 @@ export class FrameGroup {
     private readonly whole?: Buffer,
   ) {}
 
+  /** These frames followed by `other`'s, as one group (nothing built yet is kept). */
+  merge(other: FrameGroup): FrameGroup {
+    return new FrameGroup([...this.frames, ...other.frames]);
+  }
+
   /** One message per frame (subscribers that did not ask for batches). */
   single(): FrameItem[] {
     if (!this.singles) this.singles = pieces(this.frames, 1);
@@ -98,10 +99,100 @@ function pieces(list: readonly WireFrame[], max: number): FrameItem[] {
   return out;
 }
 
-function frameItem(list: readonly WireFrame[], from: number, to: number, buf?: Buffer): FrameItem {
+function frameItem(list: readonly WireFrame[], from: number, to: number, message?: Buffer): FrameItem {
   let payloadBytes = 0;
   for (let i = from; i < to; i++) payloadBytes += (list[i] as WireFrame).payloadBytes;
-  return { kind: "frame", buf: buf ?? batchMessage(list, from, to), list, from, to, payloadBytes };
+  return { kind: "frame", framed: message ? grpcFramed(message) : batchMessage(list, from, to, true), list, from, to, payloadBytes };
+}
+
+/**
+ * Hands frames to the subscribers of one stream in slices of `sliceSize` subscribers, one
+ * slice per event-loop turn, in order: every subscriber gets group k before group k+1.
+ * Why: writing one frame to 1,000 subscribers is milliseconds of synchronous work, and
+ * node:http2 sends what was written only after that work returns (its session flush is a
+ * native immediate). In slices, the first subscribers' bytes leave while the node is still
+ * writing to the later ones, so on more than one core their readers run in parallel with
+ * the fan-out instead of after it, and a new upstream frame is read in between.
+ * Subscribers are taken as they were when the frames arrived (a subscriber that joins
+ * meanwhile starts after them, as its `started.next_sequence` says; one that left is
+ * skipped). Anything else for the subscribers (a gap from upstream, the end of the
+ * stream) calls `flush()` first, so it stays behind every frame, synchronously as before.
+ * The owner calls `joined()` when it adds a subscriber.
+ */
+export class SlicedFanout {
+  private readonly pending: { group: FrameGroup; subs: Subscriber[]; next: number }[] = [];
+  private pendingFrames = 0;
+  /** A subscriber joined after the last pending group's snapshot (no merging into it). */
+  private joinedSinceSnapshot = false;
+  private scheduled = false;
+  private readonly onTurn = (): void => {
+    this.scheduled = false;
+    this.step(this.sliceSize);
+  };
+
+  /**
+   * @param sliceSize subscribers written per event-loop turn (0: all at once).
+   * @param maxPendingFrames frames that may wait here; beyond, everything pending is
+   *   written at once, so an overloaded node falls back to one pass per frame and the
+   *   subscribers' own bounded buffers and slow-subscriber policy apply.
+   */
+  constructor(
+    private readonly sliceSize: number,
+    private readonly maxPendingFrames = 1024,
+  ) {}
+
+  /** A subscriber was added to the set: frames pending so far are not for it. */
+  joined(): void {
+    this.joinedSinceSnapshot = true;
+  }
+
+  /**
+   * Delivers `group` to `subscribers` (all of them now when few, else slice by slice).
+   * Frames that arrive while a group waits whose fan-out has not begun join that group
+   * (when nobody joined since, up to MAX_BATCH_FRAMES): a subscriber that asked for
+   * batches then gets them in one shared message, so a node that falls behind writes
+   * fewer, larger messages and catches up.
+   */
+  frames(group: FrameGroup, subscribers: Set<Subscriber>): void {
+    if (this.pending.length === 0 && (this.sliceSize <= 0 || subscribers.size <= this.sliceSize)) {
+      this.joinedSinceSnapshot = false;
+      for (const s of subscribers) s.deliverFrames(group);
+      return;
+    }
+    const last = this.pending[this.pending.length - 1];
+    if (last && last.next === 0 && !this.joinedSinceSnapshot && last.group.frames.length + group.frames.length <= MAX_BATCH_FRAMES) {
+      last.group = last.group.merge(group);
+    } else {
+      this.pending.push({ group, subs: [...subscribers], next: 0 });
+      this.joinedSinceSnapshot = false;
+    }
+    this.pendingFrames += group.frames.length;
+    if (this.pendingFrames > this.maxPendingFrames) this.flush();
+    else if (!this.scheduled) this.step(this.sliceSize);
+  }
+
+  /** Delivers everything still pending, now. */
+  flush(): void {
+    this.step(Infinity);
+  }
+
+  private step(budget: number): void {
+    while (budget > 0 && this.pending.length > 0) {
+      const p = this.pending[0] as { group: FrameGroup; subs: Subscriber[]; next: number };
+      const end = Math.min(p.subs.length, p.next + budget);
+      for (let i = p.next; i < end; i++) (p.subs[i] as Subscriber).deliverFrames(p.group);
+      budget -= end - p.next;
+      p.next = end;
+      if (end === p.subs.length) {
+        this.pending.shift();
+        this.pendingFrames -= p.group.frames.length;
+      }
+    }
+    if (this.pending.length > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.onTurn);
+    }
+  }
 }
 
 /** How a subscription ended. */
@@ -147,7 +238,9 @@ export class Subscriber {
   /** Settles once the subscription is over (never rejects). */
   readonly done: Promise<Leave>;
   private readonly maxBatch: number;
-  private readonly onWritten = (): void => this.written();
+  private readonly onWritten = (err?: Error | null): void => this.written(err);
+  /** A write failed: the call is going away (its cancellation ends the subscription). */
+  private broken = false;
 
   constructor(
     readonly id: string,
@@ -234,9 +327,10 @@ export class Subscriber {
   }
 
   /** Batch mode: the transport took the message in flight; send what gathered meanwhile. */
-  private written(): void {
+  private written(err?: Error | null): void {
     this.inFlight = false;
-    if (this.left) return;
+    if (err) this.broken = true;
+    if (this.left || this.broken) return;
     const head = this.queue.shift();
     if (!head) {
       if (this.ending) this.close(this.ending);
@@ -267,7 +361,7 @@ export class Subscriber {
       payloadBytes += it.payloadBytes;
       this.queuedFrames -= it.to - it.from;
     }
-    this.writeOne({ kind: "frame", buf: batchMessage(list), list, from: 0, to: list.length, payloadBytes });
+    this.writeOne({ kind: "frame", framed: batchMessage(list, 0, list.length, true), list, from: 0, to: list.length, payloadBytes });
   }
 
   /** Applies the overflow policy once; false when nothing could be dropped. */
@@ -304,24 +398,27 @@ export class Subscriber {
     return true;
   }
 
-  /** Meters an item as it is handed to the transport; returns its bytes. */
+  /** Meters an item as it is handed to the transport; returns its framed bytes. */
   private account(item: Item): Buffer {
     let buf: Buffer;
     if (item.kind === "frame") {
-      buf = item.buf;
+      buf = item.framed;
       const n = item.to - item.from;
       this.frames += n;
       this.bytes += item.payloadBytes;
       if (this.counters) this.counters.deliveredFrames += n;
     } else if (item.kind === "gap") {
-      buf = encodeEvent({
-        event: { $case: "gap", value: { firstSequence: BigInt(item.first), lastSequence: BigInt(item.last), frames: BigInt(item.frames) } },
-      });
+      buf = grpcFramed(
+        encodeEvent({
+          event: { $case: "gap", value: { firstSequence: BigInt(item.first), lastSequence: BigInt(item.last), frames: BigInt(item.frames) } },
+        }),
+      );
     } else {
-      buf = item.buf;
+      buf = grpcFramed(item.buf);
       this.droppedFrames += item.droppedFrames;
     }
-    if (this.counters) this.counters.deliveredBytes += buf.length;
+    // Message bytes, gRPC's prefix excluded (as the source's egress counters always were).
+    if (this.counters) this.counters.deliveredBytes += buf.length - GRPC_PREFIX_BYTES;
     return buf;
   }
 

@@ -23,7 +23,7 @@ import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 import type { SwitchyardError } from "../runtime/errors.js";
 import { upstreamFailure, UpstreamLostError } from "./errors.js";
 import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
-import { FrameGroup, MAX_BATCH_FRAMES, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
+import { FrameGroup, MAX_BATCH_FRAMES, SlicedFanout, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
 import type { UsageOutbox } from "./outbox.js";
 import { checkStreamName, pageSize, pageTokenAfter, readPageToken, type StoredUsage } from "./usage.js";
 import type { SubscriberIdentity } from "./source.js";
@@ -57,7 +57,10 @@ class Session {
   resolveReady!: () => void;
   rejectReady!: (err: SwitchyardError) => void;
 
-  constructor(readonly stream: string) {
+  constructor(
+    readonly stream: string,
+    readonly fanout: SlicedFanout,
+  ) {
     this.ready = new Promise<void>((res, rej) => {
       this.resolveReady = res;
       this.rejectReady = rej;
@@ -101,6 +104,7 @@ export class RelayCore {
     const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, undefined, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(session.nextSequence) } } }));
     session.subscribers.add(sub);
+    session.fanout.joined();
     const onAbort = (): void => sub.cancel(this.shutdown.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
@@ -139,7 +143,7 @@ export class RelayCore {
   }
 
   private open(name: string): Session {
-    const s = new Session(name);
+    const s = new Session(name, new SlicedFanout(this.opts.fanout.sliceSize ?? 0, this.opts.fanout.maxBufferedFrames));
     this.sessions.set(name, s);
     this.upstreamOpened++;
     this.log.info({ stream: name, upstream: this.opts.upstream }, "opening upstream subscription");
@@ -176,8 +180,7 @@ export class RelayCore {
       if (frames.length === 0) return;
       s.framesReceived += frames.length;
       s.nextSequence = (frames[frames.length - 1] as WireFrame).sequence + 1;
-      const group = new FrameGroup(frames, buf);
-      for (const sub of s.subscribers) sub.deliverFrames(group);
+      s.fanout.frames(new FrameGroup(frames, buf), s.subscribers);
     } else if (!ev) {
       return;
     } else if (ev.type === "frame") {
@@ -185,6 +188,7 @@ export class RelayCore {
     } else if (ev.type === "gap") {
       s.nextSequence = Number(ev.gap.lastSequence) + 1;
       const missed = Number(ev.gap.frames);
+      s.fanout.flush();
       for (const sub of s.subscribers) sub.deliverRaw(buf, missed);
     } else if (s.state === UpstreamState.OPENING) {
       s.nextSequence = Number(ev.started.nextSequence);
@@ -220,6 +224,7 @@ export class RelayCore {
     clearTimeout(s.lingerTimer);
     if (this.sessions.get(s.stream) === s) this.sessions.delete(s.stream);
     s.call.cancel();
+    s.fanout.flush();
     for (const sub of s.subscribers) sub.finish(leave);
   }
 

@@ -18,6 +18,7 @@ import { badField, upstreamFailure } from "./errors.js";
 import { UsageOutbox } from "./outbox.js";
 import { RelayCore } from "./relay.js";
 import { fanoutSchema, subscriberIdentity } from "./shared.js";
+import { frameSinkFor } from "./sink.js";
 import { checkRecords, checkStreamName, MAX_RECORDS_PER_REPORT, toStored } from "./usage.js";
 
 const schema = z.strictObject({
@@ -68,7 +69,7 @@ export const relayRole: RoleDefinition<RelayConfig> = {
       {
         relayId,
         upstream: cfg.upstream,
-        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy },
+        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy, sliceSize: cfg.fanoutSlice },
         lingerMs: cfg.linger,
         upstreamOpenTimeoutMs: cfg.upstreamOpenTimeout,
       },
@@ -118,7 +119,7 @@ export const relayRole: RoleDefinition<RelayConfig> = {
         }
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal, req.maxBatchFrames);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
       reportUsage: async (req) => {

@@ -13,6 +13,7 @@ import { bytes, duration } from "../runtime/units.js";
 import { RELAY_DOMAIN } from "./errors.js";
 import { generatorSchema, startGenerator, type Generator } from "./generators.js";
 import { fanoutSchema, subscriberIdentity } from "./shared.js";
+import { frameSinkFor } from "./sink.js";
 import { StreamSourceCore } from "./source.js";
 
 const schema = z.strictObject({
@@ -39,7 +40,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
     const core = new StreamSourceCore(
       ctx.store,
       {
-        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy },
+        fanout: { maxBufferedFrames: cfg.maxBufferedFrames, policy: cfg.slowSubscriberPolicy, sliceSize: cfg.fanoutSlice },
         maxFrameBytes: cfg.maxFrameBytes,
         usageRetentionMs: cfg.usageRetention,
         halfCloseGraceMs: cfg.halfCloseGrace,
@@ -62,7 +63,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
         return { frames: BigInt(r.frames), firstSequence: BigInt(r.first), lastSequence: BigInt(r.last) };
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), sink, call.signal, req.maxBatchFrames);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
       reportUsage: async (req) => core.reportUsage(req.records),

@@ -16,6 +16,17 @@ export const fanoutSchema = {
     .enum(["drop-oldest", "disconnect"])
     .default("drop-oldest")
     .describe('"drop-oldest" (drop, send a Gap) or "disconnect" (RESOURCE_EXHAUSTED); default drop-oldest'),
+  fanoutSlice: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(128)
+    .describe("subscribers a frame is written to per event-loop turn, so early ones' bytes leave while later ones are written; 0: all at once; default 128"),
+  directWrites: z
+    .boolean()
+    .default(true)
+    .describe("write subscribers' frames straight to their HTTP/2 streams (false: through grpc-js's stream writer); default true"),
 };
 
 /**

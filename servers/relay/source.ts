@@ -15,7 +15,7 @@ import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { badField, PublisherLostError, StreamAlreadyPublishedError, StreamNotFoundError } from "./errors.js";
 import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
-import { FrameGroup, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
+import { FrameGroup, SlicedFanout, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
 import { checkRecords, checkStreamName, fromStored, pageSize, pageTokenAfter, readPageToken, toStored, type StoredUsage } from "./usage.js";
 
 /** One live stream at the source. */
@@ -31,6 +31,7 @@ export class LiveStream {
   constructor(
     readonly name: string,
     readonly origin: StreamOrigin,
+    private readonly fanout = new SlicedFanout(0),
   ) {}
 
   /** Publishes one frame: encoded once, the same bytes go to every subscriber. */
@@ -39,15 +40,20 @@ export class LiveStream {
     this.framesPublished++;
     if (this.subscribers.size === 0) return sequence;
     const buf = encodeEvent({ event: { $case: "frame", value: { sequence: BigInt(sequence), payload, publishedAt: now } } });
-    const group = new FrameGroup(framesOf(buf) as WireFrame[], buf);
-    for (const s of this.subscribers) s.deliverFrames(group);
+    this.fanout.frames(new FrameGroup(framesOf(buf) as WireFrame[], buf), this.subscribers);
     return sequence;
+  }
+
+  /** A subscriber was added: frames still being fanned out are not for it. */
+  joined(): void {
+    this.fanout.joined();
   }
 
   /** Ends the stream: subscribers get what is buffered, then OK (or `error`). */
   end(error?: Error): void {
     this.ended = true;
     const leave: Leave = error ? { reason: LeaveReason.UPSTREAM_LOST, error } : { reason: LeaveReason.END_OF_STREAM };
+    this.fanout.flush();
     for (const s of this.subscribers) s.finish(leave);
   }
 
@@ -107,7 +113,7 @@ export class StreamSourceCore {
   open(name: string, origin: StreamOrigin): LiveStream {
     checkStreamName(name);
     if (this.streams.has(name)) throw new StreamAlreadyPublishedError(name);
-    const s = new LiveStream(name, origin);
+    const s = new LiveStream(name, origin, new SlicedFanout(this.opts.fanout.sliceSize ?? 0, this.opts.fanout.maxBufferedFrames));
     this.streams.set(name, s);
     this.log.info({ stream: name, origin: StreamOrigin[origin] }, "stream started");
     return s;
@@ -176,6 +182,7 @@ export class StreamSourceCore {
     const sub = new Subscriber(who.id, who.peer, name, sink, this.opts.fanout, stream.counters, maxBatchFrames);
     sub.deliverRaw(encodeEvent({ event: { $case: "started", value: { stream: name, nextSequence: BigInt(stream.nextSequence) } } }));
     stream.subscribers.add(sub);
+    stream.joined();
     stream.subscriptionsTotal++;
     const onAbort = (): void => sub.cancel(this.opts.shutdown?.aborted ? LeaveReason.SHUTDOWN : LeaveReason.CANCELLED);
     if (signal.aborted) onAbort();

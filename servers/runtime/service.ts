@@ -49,6 +49,9 @@ export interface StreamSink<T> {
   write(message: T, done?: (err?: Error | null) => void): boolean;
   /** Messages waiting in the transport buffer. */
   readonly buffered: number;
+  /** The grpc-js call under the sink, for handlers that need transport-level control
+   *  (e.g. the relay's fan-out writes pre-framed messages straight to the HTTP/2 stream). */
+  readonly call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>;
 }
 
 type Req<M> = M extends { requestDeserialize: (b: Buffer) => infer R } ? R : never;
@@ -166,6 +169,7 @@ function contextFor(call: AnyCall, method: string, deps: ImplementDeps): { ctx: 
 
 function sinkFor<T>(call: ServerWritableStream<unknown, T> | ServerDuplexStream<unknown, T>, signal: AbortSignal): StreamSink<T> {
   return {
+    call,
     write: (m, done) => (done ? call.write(m, done) : call.write(m)),
     get buffered() {
       return call.writableLength;

@@ -11,12 +11,12 @@
  *
  * Messages in: {cmd:"open", target, stream, count, first} → {ok:"open"} once every
  * subscription started; {cmd:"measure", on:true|false}; {cmd:"report"} →
- * {frames, bytes, messages, samples: [sequence, arrivalMs, publishedMs, ...]};
+ * {frames, bytes, messages, gapFrames, samples: [sequence, arrivalMs, publishedMs, subscriber, ...]};
  * {cmd:"close"} → exits.
  */
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { Frame } from "../../gen/switchyard/relay/v1/stream.js";
-import { SubscribeRequest } from "../../gen/switchyard/relay/v1/stream_source_service.js";
+import { SubscribeRequest, SubscribeResponse } from "../../gen/switchyard/relay/v1/stream_source_service.js";
 import { framesOf } from "../../clients/relay/wire.js";
 
 type Msg =
@@ -35,6 +35,8 @@ let measuring = false;
 let frames = 0;
 let bytes = 0;
 let messages = 0;
+/** Frames announced missing by Gap messages (dropped for a slow subscriber). */
+let gapFrames = 0;
 let samples: number[] = [];
 const clockOrigin = performance.timeOrigin;
 
@@ -43,7 +45,7 @@ function reply(m: unknown): void {
 }
 
 /** One subscription: splits the response body into gRPC messages and meters them. */
-function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
+function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, subscriberIndex: number, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
   const req = SubscribeRequest.encode({ stream, subscriberId, maxBatchFrames: 256 }).finish();
   const head = Buffer.alloc(5);
   head.writeUInt32BE(req.length, 1);
@@ -72,14 +74,18 @@ function subscribe(session: ClientHttp2Session, stream: string, subscriberId: st
       }
       if (!measuring) continue;
       const list = framesOf(msg);
-      if (!list) continue;
+      if (!list) {
+        const ev = SubscribeResponse.decode(msg).event;
+        if (ev?.$case === "gap") gapFrames += Number(ev.value.frames);
+        continue;
+      }
       messages++;
       bytes += msg.length;
       frames += list.length;
       for (const f of list) {
         if (!sampleAll && f.sequence % SAMPLE_EVERY !== slot) continue;
         const published = Frame.decode(f.body).publishedAt?.getTime() ?? NaN;
-        samples.push(f.sequence, now, published);
+        samples.push(f.sequence, now, published, subscriberIndex);
       }
     }
     if (buf.length) pending = Buffer.from(buf);
@@ -97,13 +103,18 @@ async function open(target: string, stream: string, count: number, first: number
   const channels = Math.max(1, Math.min(4, Math.ceil(count / 125)));
   for (let i = 0; i < channels; i++) {
     const s = connect(`http://${target}`, { settings: { initialWindowSize: 1 << 20 } });
+    // The connection-level window stays at HTTP/2's 64 KiB unless raised: with 125
+    // subscriptions of ~1 KiB frames on one connection, one frame's fan-out (~130 KiB)
+    // would then wait for this host's WINDOW_UPDATE half-way through, and the host's
+    // own scheduling delay would show up as relay latency.
+    s.once("connect", () => s.setLocalWindowSize(32 << 20));
     s.on("error", () => undefined);
     sessions.push(s);
   }
   const starts: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const n = first + i;
-    starts.push(new Promise<void>((resolve, reject) => subscribe(sessions[i % channels] as ClientHttp2Session, stream, `bench-${n}`, n % SAMPLE_EVERY, count === 1, resolve, reject)));
+    starts.push(new Promise<void>((resolve, reject) => subscribe(sessions[i % channels] as ClientHttp2Session, stream, `bench-${n}`, n, n % SAMPLE_EVERY, count === 1, resolve, reject)));
   }
   await Promise.all(starts);
 }
@@ -117,7 +128,8 @@ process.on("message", (m: Msg) => {
   } else if (m.cmd === "measure") {
     measuring = m.on;
   } else if (m.cmd === "report") {
-    reply({ frames, bytes, messages, samples });
+    reply({ frames, bytes, messages, gapFrames, samples });
+    gapFrames = 0;
     frames = 0;
     bytes = 0;
     messages = 0;
