@@ -12,6 +12,9 @@ import { DeadlineExceededError, NotFoundError } from "../runtime/errors.js";
 import type { StreamSink } from "../runtime/service.js";
 import { DOMAIN, ForwardedError, UnavailableError } from "./errors.js";
 
+/** How often a child's reported state is written through at most (see update()). */
+const PERSIST_EVERY_MS = 1000;
+
 /** One open control channel. */
 export interface ChildSession {
   nodeId: string;
@@ -31,6 +34,8 @@ export class Children {
   private readonly sessions = new Map<string, ChildSession>();
   private readonly known = new Map<string, ChildState>();
   private readonly col: Collection<unknown>;
+  private readonly persistedAt = new Map<string, number>();
+  private readonly persistedStatus = new Map<string, Status | undefined>();
 
   constructor(
     store: NodeStore,
@@ -83,7 +88,15 @@ export class Children {
       ...(st?.delegationNotAfter ? { delegationNotAfter: st.delegationNotAfter } : {}),
       descendants: (st?.descendants ?? []).map((d) => d.nodeId),
     });
-    void this.persist(s.nodeId);
+    // Every control message is a report, billing batches included (many a second under
+    // load): write the state through at most once a second per child (detach writes the
+    // final state), so the persisted last report is at most a second old.
+    const last = this.persistedAt.get(s.nodeId) ?? 0;
+    if (s.lastReport - last >= PERSIST_EVERY_MS || s.status !== this.persistedStatus.get(s.nodeId)) {
+      this.persistedAt.set(s.nodeId, s.lastReport);
+      this.persistedStatus.set(s.nodeId, s.status);
+      void this.persist(s.nodeId);
+    }
   }
 
   private async persist(id: string): Promise<void> {

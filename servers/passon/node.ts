@@ -9,9 +9,9 @@ import { isAbsolute, join, resolve } from "node:path";
 import { status as Status } from "@grpc/grpc-js";
 import type { RoleContext, RoleInstance } from "../runtime/role.js";
 import { packageRoot } from "../runtime/paths.js";
-import { InvalidArgumentError, FailedPreconditionError, NotFoundError, SwitchyardError } from "../runtime/errors.js";
-import { AppGatewayServiceService, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
-import { ControlServiceService, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
+import { DeadlineExceededError, InvalidArgumentError, FailedPreconditionError, NotFoundError, SwitchyardError } from "../runtime/errors.js";
+import { AppGatewayServiceService, type InvokeRequest, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
+import { ControlServiceService, type PassOnResponse, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
 import { MaintenanceServiceService, InstallAppResponse } from "../../gen/switchyard/passon/v1/maintenance_service.js";
 import { DiffOutcome, type ChildState, type Hop, type InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
 import { dialParent } from "../../clients/passon/index.js";
@@ -39,6 +39,7 @@ import { NodeKey, TrustDirectory } from "./keys.js";
 import { convert, DataCache, GroupCommit, IdSource, Ledger, MasterData, Outbox, type StoredDiff, type StoredRecord, type UserData } from "./ledger.js";
 import { Sandbox, SandboxBusyError } from "./sandbox.js";
 import { keysFromProto, keysToProto, Uplink } from "./uplink.js";
+import { PassOnLink, PassOnUnsupportedError, rpcStatusFromError } from "./passon-stream.js";
 import { ResourceExhaustedError } from "../runtime/errors.js";
 
 /** The three roles. */
@@ -46,6 +47,7 @@ export type PassonKind = "local" | "center" | "upper-center";
 
 const MAX_REQUEST = 4 * 1024 * 1024;
 const MAX_DEPTH = 16;
+const PASS_ON_METHOD = "/switchyard.passon.v1.ControlService/PassOn";
 
 interface Delegated {
   users: UserRecord[];
@@ -96,6 +98,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
   }
   const parentClients = cfg.parent ? dialParent(cfg.parent, { ...ctx.channel, defaultDeadlineMs: 10_000 }) : undefined;
   const selfHop: Hop = { nodeId, role: kind };
+  const link = parentClients ? new PassOnLink(parentClients.control, log) : undefined;
   let uplink: Uplink | undefined;
 
   // ---- running apps ----------------------------------------------------------------
@@ -202,6 +205,35 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     return parentClients;
   };
 
+  /** Invoke at this node: checks, then serve here or pass on. `deadline`: epoch ms, Infinity when none. */
+  const invokeHere = async (req: InvokeRequest, deadline: number): Promise<InvokeResponse> => {
+    if (!APP_NAME.test(req.app)) throw badField("app", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
+    if (req.request.length > MAX_REQUEST) throw badField("request", `at most ${MAX_REQUEST} bytes`, "REQUEST_TOO_LARGE");
+    checkVia(req.via);
+    const claims = sessions.verify(req.token);
+    if (!entitled(claims, req.app)) throw new NotEntitledError(claims.sub, req.app);
+    const hops = [...req.via, selfHop];
+    const app = registry.runnable(req.app);
+    if (app) return serve(app, claims.sub, Buffer.from(req.request), hops);
+    if (!cfg.parent) throw new AppNotFoundError(req.app, hops[0]?.nodeId ?? nodeId);
+    const p = requireParent(`app "${req.app}"`);
+    const up: InvokeRequest = { ...req, via: hops };
+    const until = Number.isFinite(deadline) ? deadline : Date.now() + 30_000;
+    try {
+      if (link?.accepts(up)) {
+        try {
+          return await link.invoke(up, until);
+        } catch (err) {
+          // The parent lacks PassOn (nothing ran there): fall through to unary Invoke.
+          if (!(err instanceof PassOnUnsupportedError)) throw err;
+        }
+      }
+      return await unary(p.gateway, p.gateway.invoke, up, { deadline: until });
+    } catch (err) {
+      return passOnError(err, `app "${req.app}"`);
+    }
+  };
+
   // ---- AppGatewayService -------------------------------------------------------------
 
   const gateway = ctx.implement(AppGatewayServiceService, {
@@ -234,23 +266,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       }
     },
 
-    invoke: async (req, call) => {
-      if (!APP_NAME.test(req.app)) throw badField("app", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
-      if (req.request.length > MAX_REQUEST) throw badField("request", `at most ${MAX_REQUEST} bytes`, "REQUEST_TOO_LARGE");
-      checkVia(req.via);
-      const claims = sessions.verify(req.token);
-      if (!entitled(claims, req.app)) throw new NotEntitledError(claims.sub, req.app);
-      const hops = [...req.via, selfHop];
-      const app = registry.runnable(req.app);
-      if (app) return serve(app, claims.sub, Buffer.from(req.request), hops);
-      if (!cfg.parent) throw new AppNotFoundError(req.app, hops[0]?.nodeId ?? nodeId);
-      const p = requireParent(`app "${req.app}"`);
-      try {
-        return await unary(p.gateway, p.gateway.invoke, { ...req, via: hops }, { signal: call.signal, deadline: Number.isFinite(+call.deadline) ? call.deadline : Date.now() + 30_000 });
-      } catch (err) {
-        return passOnError(err, `app "${req.app}"`);
-      }
-    },
+    invoke: (req, call) => invokeHere(req, +call.deadline),
 
     listApps: async (req, call) => {
       checkVia(req.via);
@@ -468,6 +484,37 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
             log.info({ child: hello.nodeId }, "child disconnected");
           }
         },
+        passOn: async (requests, sink) => {
+          // Each request runs as Invoke would, concurrently; answers go back as they finish.
+          let open = true;
+          const inFlight = new Set<Promise<void>>();
+          const answer = (m: PassOnResponse): void => {
+            if (open) sink.write(m);
+          };
+          try {
+            for await (const m of requests) {
+              const callId = m.callId;
+              const started = Date.now();
+              const run = (async () => {
+                try {
+                  const invoke = m.invoke;
+                  if (!invoke) throw badField("invoke", "required");
+                  const deadline = m.timeout ? started + durationToMs(m.timeout, 0) : Infinity;
+                  if (deadline <= Date.now()) throw new DeadlineExceededError("deadline exceeded before the call reached this node", { reason: "DEADLINE_PASSED", domain: DOMAIN });
+                  answer({ callId, result: { $case: "response", value: await invokeHere(invoke, deadline) } });
+                } catch (err) {
+                  answer({ callId, result: { $case: "error", value: rpcStatusFromError(err, log, PASS_ON_METHOD) } });
+                }
+              })();
+              inFlight.add(run);
+              void run.finally(() => inFlight.delete(run));
+            }
+            // The child half-closed: finish what it sent, then end the stream.
+            await Promise.all(inFlight);
+          } finally {
+            open = false;
+          }
+        },
         fetchUserData: async (req) => {
           if (!req.user) throw badField("user", "required");
           return { entries: await master.entries(req.user) };
@@ -569,6 +616,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     stop: async () => {
       for (const t of timers) clearInterval(t);
       await uplink?.stop();
+      link?.close();
       parentClients?.control.close();
       parentClients?.gateway.close();
       await sandbox.close();
