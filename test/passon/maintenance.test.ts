@@ -79,7 +79,8 @@ describe("Pass-on maintenance", () => {
         await assert.rejects(reg.install({ ...bundle, signature: Buffer.alloc(0) }), (err: unknown) => (err as { reason?: string }).reason === "APP_SIGNATURE_INVALID");
         // Signed by the center (an ancestor the local trusts) but the module altered in transit.
         const centerKey = await NodeKey.load(t.center.store, "center-1");
-        const good = registry.signBundle(centerKey, { name: "ok", version: 1, module: demoModule("echo"), notAfter: Date.now() + 60_000, timeLimitMs: 1000, memoryPages: 16 });
+        // 5 s: the load check of the last install must not trip over a loaded machine.
+        const good = registry.signBundle(centerKey, { name: "ok", version: 1, module: demoModule("echo"), notAfter: Date.now() + 60_000, timeLimitMs: 5000, memoryPages: 16 });
         const tampered = Buffer.from(good.module);
         tampered.writeUInt8((tampered.at(-1) ?? 0) ^ 1, tampered.length - 1);
         await assert.rejects(reg.install({ ...good, module: tampered }), (err: unknown) => (err as { reason?: string }).reason === "APP_SIGNATURE_INVALID");
@@ -100,7 +101,8 @@ describe("Pass-on maintenance", () => {
     it("stops a looping app, a memory hog and a trapping app with clear statuses and keeps serving", async () => {
       const t = await startTree();
       const m = maintenance(t.center);
-      await m.install({ nodeId: "local-1", name: "spin", version: 1, module: demoModule("spin"), timeLimitMs: 300 });
+      // 1 s, not less: the limit also covers spin's load check, which must pass on a loaded machine.
+      await m.install({ nodeId: "local-1", name: "spin", version: 1, module: demoModule("spin"), timeLimitMs: 1000 });
       await m.install({ nodeId: "local-1", name: "hog", version: 1, module: demoModule("hog"), memoryPages: 32 });
       await m.install({ nodeId: "local-1", name: "trap", version: 1, module: demoModule("trap") });
       const alice = await userAt(t.local);
