@@ -72,6 +72,35 @@ describe("Pass-on hot path", () => {
     });
   });
 
+  describe("Sandbox.run (modules)", () => {
+    it("runs the right module when a worker holds many (each sent once) and after a worker was replaced", async () => {
+      const sandbox = new Sandbox({ workers: 1, maxQueue: 100, log: testLogger() });
+      onCleanup(() => sandbox.close());
+      const answering = async (n: number): Promise<WebAssembly.Module> =>
+        wat(`(module
+          (import "env" "memory" (memory 1))
+          (import "env" "output" (func $output (param i32 i32)))
+          (data (i32.const 16) "${n.toString().padStart(3, "0")}")
+          (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "handle") (param i32 i32) (result i32) (call $output (i32.const 16) (i32.const 3)) (i32.const 0)))`);
+      const modules = await Promise.all(Array.from({ length: 70 }, (_, i) => answering(i)));
+      const run = async (i: number): Promise<string> => {
+        const r = await sandbox.run({ module: modules[i] as WebAssembly.Module, minPages: 1, maxPages: 1, entry: "handle", request: new Uint8Array(0), data: new Map() }, 5000);
+        assert.equal(r.kind, "ok", JSON.stringify(r));
+        return Buffer.from((r as { response: Uint8Array }).response).toString();
+      };
+      // More modules than a worker keeps: the oldest are dropped and sent again when needed.
+      for (const i of [0, 1, 2, 69, 0, ...Array.from({ length: 70 }, (_, k) => k), 0, 1, 35]) assert.equal(await run(i), i.toString().padStart(3, "0"));
+      // A job past its time limit replaces the worker; the new one gets modules afresh.
+      const spin = await wat(`(module (import "env" "memory" (memory 1))
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "handle") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))`);
+      const stuck = await sandbox.run({ module: spin, minPages: 1, maxPages: 1, entry: "handle", request: new Uint8Array(0), data: new Map() }, 100);
+      assert.equal(stuck.kind, "timeout");
+      assert.equal(await run(5), "005");
+    });
+  });
+
   describe("GroupCommit.commit", () => {
     it("resolves each caller once its operations are in the store, writing concurrent callers together", async () => {
       const store = await openStore();
