@@ -13,7 +13,7 @@ import { DeadlineExceededError, InvalidArgumentError, FailedPreconditionError, N
 import { AppGatewayServiceService, type InvokeRequest, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
 import { ControlServiceService, type PassOnResponse, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
 import { MaintenanceServiceService, InstallAppResponse } from "../../gen/switchyard/passon/v1/maintenance_service.js";
-import { DiffOutcome, type ChildState, type Hop, type InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
+import { AppState, DiffOutcome, type ChildState, type Hop, type InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
 import { dialParent } from "../../clients/passon/index.js";
 import { unary } from "../../clients/grpc/call.js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
@@ -401,6 +401,8 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     });
 
   if (center && children && ledger && master) {
+    /** Apps an operator expired, by "node\0app": never renewed (until installed again). */
+    const operatorExpired = new Set<string>();
     const provision = async (s: ChildSession): Promise<void> => {
       await children.command(s.nodeId, delegationFor(), cfg.commandTimeout).catch((err: unknown) => log.warn({ child: s.nodeId, err: parseRichError(err).message }, "delegation failed"));
       for (const e of center.provision.filter((p) => p.node === s.nodeId)) {
@@ -419,6 +421,46 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     }, Math.max(1000, center.delegationLease / 3));
     renew.unref();
     timers.push(renew);
+
+    // App leases are renewed like the delegation while the child is connected: an app this
+    // center provisioned (or runs itself) whose lease is more than a third gone is signed
+    // again with a fresh lease, same version and module. Only ACTIVE apps are renewed: an
+    // app the operator expired, or whose lease ran out while the child was unreachable,
+    // stays stopped until an install. Apps an operator installed with InstallApp are not
+    // renewed (update them to extend).
+    const renewing = new Set<string>();
+    const renewIfDue = async (key: string, e: AppEntry, have: InstalledApp | undefined, install: (bundle: ReturnType<typeof bundleFor>) => Promise<unknown>): Promise<void> => {
+      if (!have || have.version !== e.version || have.state !== AppState.ACTIVE || !have.notAfter) return;
+      if (have.notAfter.getTime() - Date.now() > (e.lease * 2) / 3 || renewing.has(key) || operatorExpired.has(key)) return;
+      renewing.add(key);
+      try {
+        await install(bundleFor(e, readModule(e.module)));
+        log.debug({ app: e.app, version: e.version, at: key }, "app lease renewed");
+      } catch (err) {
+        log.warn({ app: e.app, at: key, err: parseRichError(err).message }, "lease renewal failed");
+      } finally {
+        renewing.delete(key);
+      }
+    };
+    const leases = [...center.provision, ...(center.apps as AppEntry[])].map((e) => e.lease);
+    if (leases.length) {
+      const renewApps = setInterval(() => {
+        for (const e of center.provision) {
+          const s = children.live(e.node);
+          if (!s) continue;
+          void renewIfDue(`${e.node}\u0000${e.app}`, e, s.status?.apps.find((a) => a.name === e.app), async (bundle) => {
+            const r = await children.command(e.node, { $case: "install", value: bundle }, cfg.commandTimeout);
+            // Seen at once, not only at the child's next status report.
+            if (r.app && s.status) s.status = { ...s.status, apps: s.status.apps.map((a) => (a.name === r.app?.name ? r.app : a)) };
+          });
+        }
+        for (const e of center.apps as AppEntry[]) {
+          void renewIfDue(`${nodeId}\u0000${e.app}`, e, registry.list().find((a) => a.name === e.app), (bundle) => registry.install(bundle));
+        }
+      }, Math.min(60_000, Math.max(200, Math.min(...leases) / 6)));
+      renewApps.unref();
+      timers.push(renewApps);
+    }
 
     services.push(
       ctx.implement(ControlServiceService, {
@@ -551,6 +593,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
             req.module,
           );
           let app: InstalledApp | undefined;
+          operatorExpired.delete(`${req.nodeId}\u0000${req.name}`);
           if (req.nodeId === nodeId) app = await registry.install(bundle);
           else app = (await children.command(req.nodeId, { $case: "install", value: bundle }, cfg.commandTimeout)).app;
           if (!app) throw new NotFoundError("the child answered without the app");
@@ -562,6 +605,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
         expireApp: async (req) => {
           if (!APP_NAME.test(req.name)) throw badField("name", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
           let app: InstalledApp | undefined;
+          operatorExpired.add(`${req.nodeId}\u0000${req.name}`);
           if (req.nodeId === nodeId) app = await registry.expire(req.name);
           else app = (await children.command(req.nodeId, { $case: "expire", value: { name: req.name } }, cfg.commandTimeout)).app;
           if (!app) throw new NotFoundError("the child answered without the app");

@@ -147,6 +147,38 @@ describe("Pass-on maintenance", () => {
     });
   });
 
+  describe("lease renewal", () => {
+    it("renews the leases of provisioned apps while the child is connected, and lets them run out once it is not", async () => {
+      const center = await startTestNode(centerRole, {
+        id: "center-r",
+        roleConfig: { ...FAST, users: USERS, apps: [{ app: "upper", module: "demo:upper", lease: "2500ms" }], provision: [{ node: "local-r", app: "echo", module: "demo:echo", lease: "2500ms" }] },
+      });
+      const local = await startTestNode(localRole, { id: "local-r", roleConfig: { ...FAST, parent: center.address } });
+      await waitProvisioned(center, "local-r", ["echo"]);
+      const m = maintenance(center);
+      const leaseOf = async (): Promise<number> => (await m.children()).children.find((c) => c.nodeId === "local-r")?.apps.find((a) => a.name === "echo")?.notAfter?.getTime() ?? 0;
+      const first = await leaseOf();
+      const ownFirst = (await m.children()).self?.apps.find((a) => a.name === "upper")?.notAfter?.getTime() ?? 0;
+      assert.ok(first > Date.now() && ownFirst > Date.now());
+      // Past the first lease, the app still runs at the local under a later one, and so does the center's own.
+      await eventually(async () => Date.now() > first + 500 && (await leaseOf()) > first, 10_000);
+      const alice = await userAt(local);
+      assert.equal((await alice.invoke("echo", "still")).servedBy, "local-r");
+      assert.equal((await alice.invoke("upper", "x")).servedBy, "center-r");
+      assert.ok(((await m.children()).self?.apps.find((a) => a.name === "upper")?.notAfter?.getTime() ?? 0) > ownFirst);
+      // Without the center no renewal comes: the lease runs out and the local stops serving the app.
+      await center.stop();
+      await eventually(async () => {
+        try {
+          await alice.invoke("echo", "x");
+          return false;
+        } catch (err) {
+          return reason(err) === "PARENT_UNREACHABLE";
+        }
+      }, 10_000);
+    });
+  });
+
   describe("user data", () => {
     it("sends the local's changes up as diffs and keeps the master's value on a conflict", async () => {
       // A long cache expiry: the local keeps using what it cached, as it does between refreshes.
