@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { ChildState } from "../../gen/switchyard/passon/v1/app.js";
-import type { Command, CommandResult, ConnectResponse, Status } from "../../gen/switchyard/passon/v1/control_service.js";
+import { Command as CommandCodec, type Command, type CommandResult, type ConnectResponse, type Status } from "../../gen/switchyard/passon/v1/control_service.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { DeadlineExceededError, NotFoundError } from "../runtime/errors.js";
 import type { StreamSink } from "../runtime/service.js";
@@ -34,6 +34,10 @@ export class Children {
   private readonly sessions = new Map<string, ChildSession>();
   private readonly known = new Map<string, ChildState>();
   private readonly col: Collection<unknown>;
+  /** Commands waiting for offline children: "<child>\0<16-digit seq>" → Command JSON. */
+  private readonly queue: Collection<unknown>;
+  private readonly queuedCount = new Map<string, number>();
+  private queueSeq = 0;
   private readonly persistedAt = new Map<string, number>();
   private readonly persistedStatus = new Map<string, Status | undefined>();
 
@@ -44,11 +48,47 @@ export class Children {
     private readonly now: () => number = Date.now,
   ) {
     this.col = store.collection<unknown>("passon-children");
+    this.queue = store.collection<unknown>("passon-queued-commands");
   }
 
-  /** Loads the last known state of every child. */
+  /** Loads the last known state of every child and the commands queued for them. */
   async open(): Promise<void> {
     for await (const [id, v] of this.col.entries()) this.known.set(id, { ...ChildState.fromJSON(v), online: false });
+    for await (const [k] of this.queue.entries()) {
+      const sep = k.indexOf("\u0000");
+      const id = k.slice(0, sep);
+      this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
+      this.queueSeq = Math.max(this.queueSeq, Number(k.slice(sep + 1)));
+    }
+  }
+
+  /** Stores a command for a child that is offline; drain() delivers it once it reconnects. */
+  async enqueue(id: string, action: Command["action"]): Promise<void> {
+    const key = `${id}\u0000${String(++this.queueSeq).padStart(16, "0")}`;
+    await this.queue.put(key, CommandCodec.toJSON({ commandId: "", action }));
+    this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
+  }
+
+  /**
+   * Delivers a child's queued commands in order, each forgotten once the child answered it
+   * (a refusal is logged: a queued install whose lease ended meanwhile, a version that is
+   * no longer newer). Stops, keeping the rest, when the child goes offline or does not
+   * answer in time; the next connect resumes.
+   */
+  async drain(id: string, timeoutMs: number): Promise<void> {
+    if (!this.queuedCount.get(id)) return;
+    for await (const [k, v] of this.queue.prefixed(`${id}\u0000`)) {
+      const action = CommandCodec.fromJSON(v).action;
+      try {
+        await this.command(id, action, timeoutMs);
+        this.log.info({ child: id, command: action?.$case }, "queued command delivered");
+      } catch (err) {
+        if (err instanceof UnavailableError || err instanceof DeadlineExceededError) return;
+        this.log.warn({ child: id, command: action?.$case, err: (err as Error).message }, "queued command refused by the child");
+      }
+      await this.queue.del(k);
+      this.queuedCount.set(id, Math.max(0, (this.queuedCount.get(id) ?? 1) - 1));
+    }
   }
 
   /** Registers a child's new session, replacing (and closing) an older one. */
@@ -85,6 +125,7 @@ export class Children {
       apps: st?.apps ?? [],
       queuedRecords: st?.queuedRecords ?? 0n,
       queuedDiffs: st?.queuedDiffs ?? 0n,
+      queuedCommands: BigInt(this.queuedCount.get(s.nodeId) ?? 0),
       ...(st?.delegationNotAfter ? { delegationNotAfter: st.delegationNotAfter } : {}),
       descendants: (st?.descendants ?? []).map((d) => d.nodeId),
     });
@@ -119,7 +160,7 @@ export class Children {
   states(): ChildState[] {
     const out: ChildState[] = [];
     for (const [id, k] of [...this.known].sort(([a], [b]) => a.localeCompare(b))) {
-      out.push({ ...k, online: this.live(id) !== undefined });
+      out.push({ ...k, online: this.live(id) !== undefined, queuedCommands: BigInt(this.queuedCount.get(id) ?? 0) });
       const s = this.sessions.get(id);
       for (const d of s?.status?.descendants ?? []) out.push({ ...d, online: d.online && this.live(id) !== undefined });
     }

@@ -405,6 +405,8 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     const operatorExpired = new Set<string>();
     const provision = async (s: ChildSession): Promise<void> => {
       await children.command(s.nodeId, delegationFor(), cfg.commandTimeout).catch((err: unknown) => log.warn({ child: s.nodeId, err: parseRichError(err).message }, "delegation failed"));
+      // Operator commands queued while the child was offline, in order.
+      await children.drain(s.nodeId, cfg.commandTimeout);
       for (const e of center.provision.filter((p) => p.node === s.nodeId)) {
         const have = s.status?.apps.find((a) => a.name === e.app);
         if (have && have.version >= e.version) continue;
@@ -573,6 +575,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       apps: registry.list(),
       queuedRecords: 0n,
       queuedDiffs: 0n,
+      queuedCommands: 0n,
       descendants: children.states().map((c) => c.nodeId),
     });
     services.push(
@@ -594,11 +597,18 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
           );
           let app: InstalledApp | undefined;
           operatorExpired.delete(`${req.nodeId}\u0000${req.name}`);
-          if (req.nodeId === nodeId) app = await registry.install(bundle);
-          else app = (await children.command(req.nodeId, { $case: "install", value: bundle }, cfg.commandTimeout)).app;
-          if (!app) throw new NotFoundError("the child answered without the app");
-          log.info({ node: req.nodeId, app: app.name, version: app.version }, "app installed");
-          const res = { app };
+          let res: InstallAppResponse;
+          if (req.nodeId !== nodeId && req.queueIfOffline && !children.live(req.nodeId) && children.knows(req.nodeId)) {
+            await children.enqueue(req.nodeId, { $case: "install", value: bundle });
+            log.info({ node: req.nodeId, app: req.name, version: req.version }, "child offline; install queued until it reconnects");
+            res = { queued: true };
+          } else {
+            if (req.nodeId === nodeId) app = await registry.install(bundle);
+            else app = (await children.command(req.nodeId, { $case: "install", value: bundle }, cfg.commandTimeout)).app;
+            if (!app) throw new NotFoundError("the child answered without the app");
+            log.info({ node: req.nodeId, app: app.name, version: app.version }, "app installed");
+            res = { app, queued: false };
+          }
           if (req.requestId) await seenRequests.put(`install:${req.requestId}`, InstallAppResponse.toJSON(res), { ttlMs: 86_400_000 });
           return res;
         },
@@ -606,10 +616,15 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
           if (!APP_NAME.test(req.name)) throw badField("name", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
           let app: InstalledApp | undefined;
           operatorExpired.add(`${req.nodeId}\u0000${req.name}`);
+          if (req.nodeId !== nodeId && req.queueIfOffline && !children.live(req.nodeId) && children.knows(req.nodeId)) {
+            await children.enqueue(req.nodeId, { $case: "expire", value: { name: req.name } });
+            log.info({ node: req.nodeId, app: req.name }, "child offline; expiry queued until it reconnects");
+            return { queued: true };
+          }
           if (req.nodeId === nodeId) app = await registry.expire(req.name);
           else app = (await children.command(req.nodeId, { $case: "expire", value: { name: req.name } }, cfg.commandTimeout)).app;
           if (!app) throw new NotFoundError("the child answered without the app");
-          return { app };
+          return { app, queued: false };
         },
         listChildren: async () => ({ self: selfState(), children: children.states(), parent: cfg.parent ?? "", parentConnected: uplink?.connected ?? false }),
         getBilling: async (req) => {

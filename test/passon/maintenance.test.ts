@@ -56,6 +56,32 @@ describe("Pass-on maintenance", () => {
     });
   });
 
+  describe("InstallApp (queued)", () => {
+    it("queues an install and an expiry for an offline child and delivers them in order when it reconnects", async () => {
+      const t = await startTree();
+      const m = maintenance(t.center);
+      await t.local.stop();
+      await eventually(async () => !(await m.children()).children.find((c) => c.nodeId === "local-1")?.online);
+      const queued = await m.installOrQueue({ nodeId: "local-1", name: "shout", version: 1, module: demoModule("upper") });
+      assert.deepEqual(queued, { queued: true });
+      assert.deepEqual(await m.expireOrQueue("local-1", "echo"), { queued: true });
+      // Still refused for a stranger, queued or not.
+      await assert.rejects(m.installOrQueue({ nodeId: "nobody", name: "x", version: 1, module: demoModule("echo") }), (err: unknown) => reason(err) === "NODE_NOT_FOUND");
+      assert.equal((await m.children()).children.find((c) => c.nodeId === "local-1")?.queuedCommands, 2n);
+      const local = await startTestNode(localRole, { id: "local-1", dataDir: t.dirs.local, roleConfig: { ...FAST, parent: t.center.address } });
+      await eventually(async () => {
+        const c = (await m.children()).children.find((x) => x.nodeId === "local-1");
+        return c?.online && c.queuedCommands === 0n && c.apps.some((a) => a.name === "shout") && c.apps.find((a) => a.name === "echo")?.state === AppState.EXPIRED;
+      }, 15_000);
+      const alice = await userAt(local);
+      const shout = await alice.invoke("shout", "hi");
+      assert.equal(shout.servedBy, "local-1");
+      assert.equal(shout.response.toString(), "HI");
+      // echo was expired at the local and no node above serves it.
+      await assert.rejects(alice.invoke("echo", "x"), (err: unknown) => reason(err) === "APP_NOT_FOUND");
+    });
+  });
+
   describe("signatures", () => {
     it("never runs a bundle that is unsigned, tampered, or signed by a key that is not an ancestor", async () => {
       const t = await startTree();
