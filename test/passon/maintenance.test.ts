@@ -175,9 +175,10 @@ describe("Pass-on maintenance", () => {
 
   describe("lease renewal", () => {
     it("renews the leases of provisioned apps while the child is connected, and lets them run out once it is not", async () => {
+      // A 4 s lease renews after ~1.3 s and leaves ~2.7 s for the renewal to land, even on a loaded machine.
       const center = await startTestNode(centerRole, {
         id: "center-r",
-        roleConfig: { ...FAST, users: USERS, apps: [{ app: "upper", module: "demo:upper", lease: "2500ms" }], provision: [{ node: "local-r", app: "echo", module: "demo:echo", lease: "2500ms" }] },
+        roleConfig: { ...FAST, users: USERS, apps: [{ app: "upper", module: "demo:upper", lease: "4s" }], provision: [{ node: "local-r", app: "echo", module: "demo:echo", lease: "4s" }] },
       });
       const local = await startTestNode(localRole, { id: "local-r", roleConfig: { ...FAST, parent: center.address } });
       await waitProvisioned(center, "local-r", ["echo"]);
