@@ -100,6 +100,7 @@ export class MaintenanceClient {
         ...(o.timeLimitMs !== undefined ? { timeLimit: msToDuration(o.timeLimitMs) } : {}),
         memoryPages: o.memoryPages ?? 0,
         requestId: o.requestId ?? "",
+        queueIfOffline: false,
       },
       s,
     );
@@ -107,11 +108,41 @@ export class MaintenanceClient {
     return res.app;
   }
 
+  /**
+   * Like install, but when the child is offline the center keeps the signed install and
+   * delivers it when the child reconnects: resolves `{ queued: true }` then.
+   */
+  async installOrQueue(o: InstallOptions, s?: CallSettings): Promise<{ app?: InstalledApp; queued: boolean }> {
+    const res = await unary(
+      this.maintenance,
+      this.maintenance.installApp,
+      {
+        nodeId: o.nodeId,
+        name: o.name,
+        version: o.version,
+        module: Buffer.from(o.module),
+        ...(o.leaseMs !== undefined ? { lease: msToDuration(o.leaseMs) } : {}),
+        ...(o.timeLimitMs !== undefined ? { timeLimit: msToDuration(o.timeLimitMs) } : {}),
+        memoryPages: o.memoryPages ?? 0,
+        requestId: o.requestId ?? "",
+        queueIfOffline: true,
+      },
+      s,
+    );
+    return { ...(res.app ? { app: res.app } : {}), queued: res.queued };
+  }
+
   /** Expires an app on the center or a child. */
   async expire(nodeId: string, name: string, s?: CallSettings): Promise<InstalledApp> {
-    const res = await unary(this.maintenance, this.maintenance.expireApp, { nodeId, name, requestId: "" }, s);
+    const res = await unary(this.maintenance, this.maintenance.expireApp, { nodeId, name, requestId: "", queueIfOffline: false }, s);
     if (!res.app) throw new Error("center answered ExpireApp without app");
     return res.app;
+  }
+
+  /** Like expire, but queued at the center while the child is offline (`{ queued: true }`). */
+  async expireOrQueue(nodeId: string, name: string, s?: CallSettings): Promise<{ app?: InstalledApp; queued: boolean }> {
+    const res = await unary(this.maintenance, this.maintenance.expireApp, { nodeId, name, requestId: "", queueIfOffline: true }, s);
+    return { ...(res.app ? { app: res.app } : {}), queued: res.queued };
   }
 
   /** The center and its children with their state. */

@@ -6,11 +6,14 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { ChildState } from "../../gen/switchyard/passon/v1/app.js";
-import type { Command, CommandResult, ConnectResponse, Status } from "../../gen/switchyard/passon/v1/control_service.js";
+import { Command as CommandCodec, type Command, type CommandResult, type ConnectResponse, type Status } from "../../gen/switchyard/passon/v1/control_service.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { DeadlineExceededError, NotFoundError } from "../runtime/errors.js";
 import type { StreamSink } from "../runtime/service.js";
 import { DOMAIN, ForwardedError, UnavailableError } from "./errors.js";
+
+/** How often a child's reported state is written through at most (see update()). */
+const PERSIST_EVERY_MS = 1000;
 
 /** One open control channel. */
 export interface ChildSession {
@@ -31,6 +34,12 @@ export class Children {
   private readonly sessions = new Map<string, ChildSession>();
   private readonly known = new Map<string, ChildState>();
   private readonly col: Collection<unknown>;
+  /** Commands waiting for offline children: "<child>\0<16-digit seq>" → Command JSON. */
+  private readonly queue: Collection<unknown>;
+  private readonly queuedCount = new Map<string, number>();
+  private queueSeq = 0;
+  private readonly persistedAt = new Map<string, number>();
+  private readonly persistedStatus = new Map<string, Status | undefined>();
 
   constructor(
     store: NodeStore,
@@ -39,11 +48,47 @@ export class Children {
     private readonly now: () => number = Date.now,
   ) {
     this.col = store.collection<unknown>("passon-children");
+    this.queue = store.collection<unknown>("passon-queued-commands");
   }
 
-  /** Loads the last known state of every child. */
+  /** Loads the last known state of every child and the commands queued for them. */
   async open(): Promise<void> {
     for await (const [id, v] of this.col.entries()) this.known.set(id, { ...ChildState.fromJSON(v), online: false });
+    for await (const [k] of this.queue.entries()) {
+      const sep = k.indexOf("\u0000");
+      const id = k.slice(0, sep);
+      this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
+      this.queueSeq = Math.max(this.queueSeq, Number(k.slice(sep + 1)));
+    }
+  }
+
+  /** Stores a command for a child that is offline; drain() delivers it once it reconnects. */
+  async enqueue(id: string, action: Command["action"]): Promise<void> {
+    const key = `${id}\u0000${String(++this.queueSeq).padStart(16, "0")}`;
+    await this.queue.put(key, CommandCodec.toJSON({ commandId: "", action }));
+    this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
+  }
+
+  /**
+   * Delivers a child's queued commands in order, each forgotten once the child answered it
+   * (a refusal is logged: a queued install whose lease ended meanwhile, a version that is
+   * no longer newer). Stops, keeping the rest, when the child goes offline or does not
+   * answer in time; the next connect resumes.
+   */
+  async drain(id: string, timeoutMs: number): Promise<void> {
+    if (!this.queuedCount.get(id)) return;
+    for await (const [k, v] of this.queue.prefixed(`${id}\u0000`)) {
+      const action = CommandCodec.fromJSON(v).action;
+      try {
+        await this.command(id, action, timeoutMs);
+        this.log.info({ child: id, command: action?.$case }, "queued command delivered");
+      } catch (err) {
+        if (err instanceof UnavailableError || err instanceof DeadlineExceededError) return;
+        this.log.warn({ child: id, command: action?.$case, err: (err as Error).message }, "queued command refused by the child");
+      }
+      await this.queue.del(k);
+      this.queuedCount.set(id, Math.max(0, (this.queuedCount.get(id) ?? 1) - 1));
+    }
   }
 
   /** Registers a child's new session, replacing (and closing) an older one. */
@@ -80,10 +125,19 @@ export class Children {
       apps: st?.apps ?? [],
       queuedRecords: st?.queuedRecords ?? 0n,
       queuedDiffs: st?.queuedDiffs ?? 0n,
+      queuedCommands: BigInt(this.queuedCount.get(s.nodeId) ?? 0),
       ...(st?.delegationNotAfter ? { delegationNotAfter: st.delegationNotAfter } : {}),
       descendants: (st?.descendants ?? []).map((d) => d.nodeId),
     });
-    void this.persist(s.nodeId);
+    // Every control message is a report, billing batches included (many a second under
+    // load): write the state through at most once a second per child (detach writes the
+    // final state), so the persisted last report is at most a second old.
+    const last = this.persistedAt.get(s.nodeId) ?? 0;
+    if (s.lastReport - last >= PERSIST_EVERY_MS || s.status !== this.persistedStatus.get(s.nodeId)) {
+      this.persistedAt.set(s.nodeId, s.lastReport);
+      this.persistedStatus.set(s.nodeId, s.status);
+      void this.persist(s.nodeId);
+    }
   }
 
   private async persist(id: string): Promise<void> {
@@ -106,7 +160,7 @@ export class Children {
   states(): ChildState[] {
     const out: ChildState[] = [];
     for (const [id, k] of [...this.known].sort(([a], [b]) => a.localeCompare(b))) {
-      out.push({ ...k, online: this.live(id) !== undefined });
+      out.push({ ...k, online: this.live(id) !== undefined, queuedCommands: BigInt(this.queuedCount.get(id) ?? 0) });
       const s = this.sessions.get(id);
       for (const d of s?.status?.descendants ?? []) out.push({ ...d, online: d.online && this.live(id) !== undefined });
     }

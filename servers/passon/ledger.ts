@@ -429,6 +429,9 @@ interface MasterEntry {
   runStart: number;
 }
 
+/** Users whose master values are mirrored in memory at most. */
+const MEM_MASTER_USERS = 4096;
+
 /** Result of applying a diff to the master copy. */
 export interface DiffApplied {
   diffId: string;
@@ -451,6 +454,8 @@ export class MasterData {
   private readonly applied: Collection<{ diffId: string; user: string; outcome: DiffOutcome; entry: unknown }>;
   private readonly conflicts: Collection<StoredDiff>;
   private readonly mutex = new Mutex();
+  /** Live values of recently read users (see values()). */
+  private readonly mem = new Map<string, Map<string, Uint8Array>>();
 
   constructor(
     private readonly store: NodeStore,
@@ -468,11 +473,25 @@ export class MasterData {
     return out;
   }
 
-  /** The user's live values, for running an app at this node. */
+  /**
+   * The user's live values, for running an app at this node (the caller must not change
+   * the map). The most recently read users are mirrored in memory, so serving an app at a
+   * center does not read the store: the mirror is filled under the mutex (no apply can
+   * interleave) and every apply updates it, copy on write, once its batch is written — this
+   * class is the only writer of the master collection.
+   */
   async values(user: string): Promise<Map<string, Uint8Array>> {
-    const m = new Map<string, Uint8Array>();
-    for await (const [k, e] of this.master.prefixed(`${user}\u0000`)) if (e.v !== null) m.set(k.slice(user.length + 1), Buffer.from(e.v, "base64"));
-    return m;
+    const hit = this.mem.get(user);
+    if (hit) return hit;
+    return this.mutex.run(async () => {
+      const again = this.mem.get(user);
+      if (again) return again;
+      const m = new Map<string, Uint8Array>();
+      for await (const [k, e] of this.master.prefixed(`${user}\u0000`)) if (e.v !== null) m.set(k.slice(user.length + 1), Buffer.from(e.v, "base64"));
+      if (this.mem.size >= MEM_MASTER_USERS) this.mem.delete(this.mem.keys().next().value as string);
+      this.mem.set(user, m);
+      return m;
+    });
   }
 
   /** Applies diffs in order (each exactly once); returns their outcomes. */
@@ -506,6 +525,20 @@ export class MasterData {
       }
       extra?.(batch);
       await batch.write();
+      // Bring mirrored users up to date with what was just written (new maps: a caller may
+      // still hold the old one).
+      const changed = new Map<string, Map<string, Uint8Array>>();
+      for (const [mk, e] of pending) {
+        const sep = mk.indexOf("\u0000");
+        const user = mk.slice(0, sep);
+        const cur = changed.get(user) ?? this.mem.get(user);
+        if (!cur) continue;
+        const next = changed.get(user) ?? new Map(cur);
+        changed.set(user, next);
+        if (!e || e.v === null) next.delete(mk.slice(sep + 1));
+        else next.set(mk.slice(sep + 1), Buffer.from(e.v, "base64"));
+      }
+      for (const [user, m] of changed) this.mem.set(user, m);
       return out;
     });
   }

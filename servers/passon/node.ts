@@ -9,11 +9,11 @@ import { isAbsolute, join, resolve } from "node:path";
 import { status as Status } from "@grpc/grpc-js";
 import type { RoleContext, RoleInstance } from "../runtime/role.js";
 import { packageRoot } from "../runtime/paths.js";
-import { InvalidArgumentError, FailedPreconditionError, NotFoundError, SwitchyardError } from "../runtime/errors.js";
-import { AppGatewayServiceService, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
-import { ControlServiceService, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
+import { DeadlineExceededError, InvalidArgumentError, FailedPreconditionError, NotFoundError, SwitchyardError } from "../runtime/errors.js";
+import { AppGatewayServiceService, type InvokeRequest, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
+import { ControlServiceService, type PassOnResponse, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
 import { MaintenanceServiceService, InstallAppResponse } from "../../gen/switchyard/passon/v1/maintenance_service.js";
-import { DiffOutcome, type ChildState, type Hop, type InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
+import { AppState, DiffOutcome, type ChildState, type Hop, type InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
 import { dialParent } from "../../clients/passon/index.js";
 import { unary } from "../../clients/grpc/call.js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
@@ -39,6 +39,7 @@ import { NodeKey, TrustDirectory } from "./keys.js";
 import { convert, DataCache, GroupCommit, IdSource, Ledger, MasterData, Outbox, type StoredDiff, type StoredRecord, type UserData } from "./ledger.js";
 import { Sandbox, SandboxBusyError } from "./sandbox.js";
 import { keysFromProto, keysToProto, Uplink } from "./uplink.js";
+import { PassOnLink, PassOnUnsupportedError, rpcStatusFromError } from "./passon-stream.js";
 import { ResourceExhaustedError } from "../runtime/errors.js";
 
 /** The three roles. */
@@ -46,6 +47,7 @@ export type PassonKind = "local" | "center" | "upper-center";
 
 const MAX_REQUEST = 4 * 1024 * 1024;
 const MAX_DEPTH = 16;
+const PASS_ON_METHOD = "/switchyard.passon.v1.ControlService/PassOn";
 
 interface Delegated {
   users: UserRecord[];
@@ -96,6 +98,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
   }
   const parentClients = cfg.parent ? dialParent(cfg.parent, { ...ctx.channel, defaultDeadlineMs: 10_000 }) : undefined;
   const selfHop: Hop = { nodeId, role: kind };
+  const link = parentClients ? new PassOnLink(parentClients.control, log) : undefined;
   let uplink: Uplink | undefined;
 
   // ---- running apps ----------------------------------------------------------------
@@ -202,6 +205,35 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     return parentClients;
   };
 
+  /** Invoke at this node: checks, then serve here or pass on. `deadline`: epoch ms, Infinity when none. */
+  const invokeHere = async (req: InvokeRequest, deadline: number): Promise<InvokeResponse> => {
+    if (!APP_NAME.test(req.app)) throw badField("app", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
+    if (req.request.length > MAX_REQUEST) throw badField("request", `at most ${MAX_REQUEST} bytes`, "REQUEST_TOO_LARGE");
+    checkVia(req.via);
+    const claims = sessions.verify(req.token);
+    if (!entitled(claims, req.app)) throw new NotEntitledError(claims.sub, req.app);
+    const hops = [...req.via, selfHop];
+    const app = registry.runnable(req.app);
+    if (app) return serve(app, claims.sub, Buffer.from(req.request), hops);
+    if (!cfg.parent) throw new AppNotFoundError(req.app, hops[0]?.nodeId ?? nodeId);
+    const p = requireParent(`app "${req.app}"`);
+    const up: InvokeRequest = { ...req, via: hops };
+    const until = Number.isFinite(deadline) ? deadline : Date.now() + 30_000;
+    try {
+      if (link?.accepts(up)) {
+        try {
+          return await link.invoke(up, until);
+        } catch (err) {
+          // The parent lacks PassOn (nothing ran there): fall through to unary Invoke.
+          if (!(err instanceof PassOnUnsupportedError)) throw err;
+        }
+      }
+      return await unary(p.gateway, p.gateway.invoke, up, { deadline: until });
+    } catch (err) {
+      return passOnError(err, `app "${req.app}"`);
+    }
+  };
+
   // ---- AppGatewayService -------------------------------------------------------------
 
   const gateway = ctx.implement(AppGatewayServiceService, {
@@ -234,23 +266,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       }
     },
 
-    invoke: async (req, call) => {
-      if (!APP_NAME.test(req.app)) throw badField("app", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
-      if (req.request.length > MAX_REQUEST) throw badField("request", `at most ${MAX_REQUEST} bytes`, "REQUEST_TOO_LARGE");
-      checkVia(req.via);
-      const claims = sessions.verify(req.token);
-      if (!entitled(claims, req.app)) throw new NotEntitledError(claims.sub, req.app);
-      const hops = [...req.via, selfHop];
-      const app = registry.runnable(req.app);
-      if (app) return serve(app, claims.sub, Buffer.from(req.request), hops);
-      if (!cfg.parent) throw new AppNotFoundError(req.app, hops[0]?.nodeId ?? nodeId);
-      const p = requireParent(`app "${req.app}"`);
-      try {
-        return await unary(p.gateway, p.gateway.invoke, { ...req, via: hops }, { signal: call.signal, deadline: Number.isFinite(+call.deadline) ? call.deadline : Date.now() + 30_000 });
-      } catch (err) {
-        return passOnError(err, `app "${req.app}"`);
-      }
-    },
+    invoke: (req, call) => invokeHere(req, +call.deadline),
 
     listApps: async (req, call) => {
       checkVia(req.via);
@@ -385,8 +401,12 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     });
 
   if (center && children && ledger && master) {
+    /** Apps an operator expired, by "node\0app": never renewed (until installed again). */
+    const operatorExpired = new Set<string>();
     const provision = async (s: ChildSession): Promise<void> => {
       await children.command(s.nodeId, delegationFor(), cfg.commandTimeout).catch((err: unknown) => log.warn({ child: s.nodeId, err: parseRichError(err).message }, "delegation failed"));
+      // Operator commands queued while the child was offline, in order.
+      await children.drain(s.nodeId, cfg.commandTimeout);
       for (const e of center.provision.filter((p) => p.node === s.nodeId)) {
         const have = s.status?.apps.find((a) => a.name === e.app);
         if (have && have.version >= e.version) continue;
@@ -403,6 +423,46 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     }, Math.max(1000, center.delegationLease / 3));
     renew.unref();
     timers.push(renew);
+
+    // App leases are renewed like the delegation while the child is connected: an app this
+    // center provisioned (or runs itself) whose lease is more than a third gone is signed
+    // again with a fresh lease, same version and module. Only ACTIVE apps are renewed: an
+    // app the operator expired, or whose lease ran out while the child was unreachable,
+    // stays stopped until an install. Apps an operator installed with InstallApp are not
+    // renewed (update them to extend).
+    const renewing = new Set<string>();
+    const renewIfDue = async (key: string, e: AppEntry, have: InstalledApp | undefined, install: (bundle: ReturnType<typeof bundleFor>) => Promise<unknown>): Promise<void> => {
+      if (!have || have.version !== e.version || have.state !== AppState.ACTIVE || !have.notAfter) return;
+      if (have.notAfter.getTime() - Date.now() > (e.lease * 2) / 3 || renewing.has(key) || operatorExpired.has(key)) return;
+      renewing.add(key);
+      try {
+        await install(bundleFor(e, readModule(e.module)));
+        log.debug({ app: e.app, version: e.version, at: key }, "app lease renewed");
+      } catch (err) {
+        log.warn({ app: e.app, at: key, err: parseRichError(err).message }, "lease renewal failed");
+      } finally {
+        renewing.delete(key);
+      }
+    };
+    const leases = [...center.provision, ...(center.apps as AppEntry[])].map((e) => e.lease);
+    if (leases.length) {
+      const renewApps = setInterval(() => {
+        for (const e of center.provision) {
+          const s = children.live(e.node);
+          if (!s) continue;
+          void renewIfDue(`${e.node}\u0000${e.app}`, e, s.status?.apps.find((a) => a.name === e.app), async (bundle) => {
+            const r = await children.command(e.node, { $case: "install", value: bundle }, cfg.commandTimeout);
+            // Seen at once, not only at the child's next status report.
+            if (r.app && s.status) s.status = { ...s.status, apps: s.status.apps.map((a) => (a.name === r.app?.name ? r.app : a)) };
+          });
+        }
+        for (const e of center.apps as AppEntry[]) {
+          void renewIfDue(`${nodeId}\u0000${e.app}`, e, registry.list().find((a) => a.name === e.app), (bundle) => registry.install(bundle));
+        }
+      }, Math.min(60_000, Math.max(200, Math.min(...leases) / 6)));
+      renewApps.unref();
+      timers.push(renewApps);
+    }
 
     services.push(
       ctx.implement(ControlServiceService, {
@@ -468,6 +528,37 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
             log.info({ child: hello.nodeId }, "child disconnected");
           }
         },
+        passOn: async (requests, sink) => {
+          // Each request runs as Invoke would, concurrently; answers go back as they finish.
+          let open = true;
+          const inFlight = new Set<Promise<void>>();
+          const answer = (m: PassOnResponse): void => {
+            if (open) sink.write(m);
+          };
+          try {
+            for await (const m of requests) {
+              const callId = m.callId;
+              const started = Date.now();
+              const run = (async () => {
+                try {
+                  const invoke = m.invoke;
+                  if (!invoke) throw badField("invoke", "required");
+                  const deadline = m.timeout ? started + durationToMs(m.timeout, 0) : Infinity;
+                  if (deadline <= Date.now()) throw new DeadlineExceededError("deadline exceeded before the call reached this node", { reason: "DEADLINE_PASSED", domain: DOMAIN });
+                  answer({ callId, result: { $case: "response", value: await invokeHere(invoke, deadline) } });
+                } catch (err) {
+                  answer({ callId, result: { $case: "error", value: rpcStatusFromError(err, log, PASS_ON_METHOD) } });
+                }
+              })();
+              inFlight.add(run);
+              void run.finally(() => inFlight.delete(run));
+            }
+            // The child half-closed: finish what it sent, then end the stream.
+            await Promise.all(inFlight);
+          } finally {
+            open = false;
+          }
+        },
         fetchUserData: async (req) => {
           if (!req.user) throw badField("user", "required");
           return { entries: await master.entries(req.user) };
@@ -484,6 +575,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       apps: registry.list(),
       queuedRecords: 0n,
       queuedDiffs: 0n,
+      queuedCommands: 0n,
       descendants: children.states().map((c) => c.nodeId),
     });
     services.push(
@@ -504,21 +596,35 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
             req.module,
           );
           let app: InstalledApp | undefined;
-          if (req.nodeId === nodeId) app = await registry.install(bundle);
-          else app = (await children.command(req.nodeId, { $case: "install", value: bundle }, cfg.commandTimeout)).app;
-          if (!app) throw new NotFoundError("the child answered without the app");
-          log.info({ node: req.nodeId, app: app.name, version: app.version }, "app installed");
-          const res = { app };
+          operatorExpired.delete(`${req.nodeId}\u0000${req.name}`);
+          let res: InstallAppResponse;
+          if (req.nodeId !== nodeId && req.queueIfOffline && !children.live(req.nodeId) && children.knows(req.nodeId)) {
+            await children.enqueue(req.nodeId, { $case: "install", value: bundle });
+            log.info({ node: req.nodeId, app: req.name, version: req.version }, "child offline; install queued until it reconnects");
+            res = { queued: true };
+          } else {
+            if (req.nodeId === nodeId) app = await registry.install(bundle);
+            else app = (await children.command(req.nodeId, { $case: "install", value: bundle }, cfg.commandTimeout)).app;
+            if (!app) throw new NotFoundError("the child answered without the app");
+            log.info({ node: req.nodeId, app: app.name, version: app.version }, "app installed");
+            res = { app, queued: false };
+          }
           if (req.requestId) await seenRequests.put(`install:${req.requestId}`, InstallAppResponse.toJSON(res), { ttlMs: 86_400_000 });
           return res;
         },
         expireApp: async (req) => {
           if (!APP_NAME.test(req.name)) throw badField("name", "lower-case letters, digits and '-', 1 to 63 characters", "APP_NAME_INVALID");
           let app: InstalledApp | undefined;
+          operatorExpired.add(`${req.nodeId}\u0000${req.name}`);
+          if (req.nodeId !== nodeId && req.queueIfOffline && !children.live(req.nodeId) && children.knows(req.nodeId)) {
+            await children.enqueue(req.nodeId, { $case: "expire", value: { name: req.name } });
+            log.info({ node: req.nodeId, app: req.name }, "child offline; expiry queued until it reconnects");
+            return { queued: true };
+          }
           if (req.nodeId === nodeId) app = await registry.expire(req.name);
           else app = (await children.command(req.nodeId, { $case: "expire", value: { name: req.name } }, cfg.commandTimeout)).app;
           if (!app) throw new NotFoundError("the child answered without the app");
-          return { app };
+          return { app, queued: false };
         },
         listChildren: async () => ({ self: selfState(), children: children.states(), parent: cfg.parent ?? "", parentConnected: uplink?.connected ?? false }),
         getBilling: async (req) => {
@@ -569,6 +675,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
     stop: async () => {
       for (const t of timers) clearInterval(t);
       await uplink?.stop();
+      link?.close();
       parentClients?.control.close();
       parentClients?.gateway.close();
       await sandbox.close();

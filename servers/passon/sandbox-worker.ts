@@ -5,7 +5,7 @@
  * worker when a job passes its time limit, so a looping module cannot hold a thread.
  */
 import { parentPort } from "node:worker_threads";
-import type { SandboxJob, SandboxReply } from "./sandbox.js";
+import type { SandboxJob, SandboxReply, WorkerMessage } from "./sandbox.js";
 
 const PAGE = 65536;
 /** Largest response an app may produce, in bytes. */
@@ -131,7 +131,17 @@ function micros(started: number): number {
   return Math.max(1, Math.round((performance.now() - started) * 1000));
 }
 
-parentPort?.on("message", (msg: { id: number; job: SandboxJob }) => {
-  parentPort?.postMessage({ id: msg.id, reply: run(msg.job) });
+/** Modules by id, sent once each by the main thread (which decides what is dropped). */
+const modules = new Map<number, WebAssembly.Module>();
+
+parentPort?.on("message", (msg: WorkerMessage) => {
+  if ("drop" in msg) {
+    modules.delete(msg.drop);
+    return;
+  }
+  if (msg.module) modules.set(msg.moduleId, msg.module);
+  const module = modules.get(msg.moduleId);
+  const reply: SandboxReply = module ? run({ ...msg.job, module }) : { kind: "crash", message: `module ${msg.moduleId} was never sent to this worker`, execMicros: 0 };
+  parentPort?.postMessage({ id: msg.id, reply });
 });
 parentPort?.postMessage({ ready: true });

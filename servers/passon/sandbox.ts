@@ -44,10 +44,20 @@ interface Pending {
 
 interface Slot {
   worker: Worker;
+  /** Ids of the modules this worker holds, oldest first (see moduleId()). */
+  modules: Set<number>;
   current: Pending | undefined;
   /** The worker finished starting (jobs go only to ready workers, so start-up never counts against a time limit). */
   ready: boolean;
 }
+
+/** Modules a worker keeps at most (the oldest is dropped first). */
+const WORKER_MODULES = 64;
+
+/** What the main thread posts to a worker: a job (with its module the first time), or a module to forget. */
+export type WorkerMessage =
+  | { id: number; moduleId: number; module?: WebAssembly.Module; job: Omit<SandboxJob, "module"> }
+  | { drop: number };
 
 /** Thrown by run() when the queue is full. */
 export class SandboxBusyError extends Error {
@@ -78,7 +88,7 @@ export class Sandbox {
 
   constructor(private readonly opts: SandboxOptions) {
     for (let i = 0; i < Math.max(1, opts.workers); i++) {
-      const slot: Slot = { worker: undefined as unknown as Worker, current: undefined, ready: false };
+      const slot: Slot = { worker: undefined as unknown as Worker, modules: new Set(), current: undefined, ready: false };
       slot.worker = this.spawn(slot);
       this.slots.push(slot);
     }
@@ -91,6 +101,7 @@ export class Sandbox {
     });
     worker.unref();
     slot.ready = false;
+    slot.modules = new Set();
     worker.on("message", (msg: { id: number; reply: SandboxReply } | { ready: true }) => {
       if (slot.worker !== worker) return;
       if ("ready" in msg) {
@@ -146,8 +157,35 @@ export class Sandbox {
         p.resolve({ kind: "timeout", message: `ran past its time limit of ${p.timeLimitMs} ms`, execMicros: elapsedMicros(p) });
         this.pump();
       }, p.timeLimitMs);
-      slot.worker.postMessage({ id: p.id, job: p.job });
+      // A worker gets each module once and keeps it by id: posting a WebAssembly.Module
+      // with every job was a tenth of the main thread's time under load.
+      const mid = this.moduleId(p.job.module);
+      const { module, ...rest } = p.job;
+      if (slot.modules.has(mid)) {
+        slot.worker.postMessage({ id: p.id, moduleId: mid, job: rest });
+      } else {
+        if (slot.modules.size >= WORKER_MODULES) {
+          const oldest = slot.modules.values().next().value as number;
+          slot.modules.delete(oldest);
+          slot.worker.postMessage({ drop: oldest });
+        }
+        slot.modules.add(mid);
+        slot.worker.postMessage({ id: p.id, moduleId: mid, module, job: rest });
+      }
     }
+  }
+
+  private readonly moduleIds = new WeakMap<WebAssembly.Module, number>();
+  private nextModuleId = 1;
+
+  /** A stable id for a compiled module (the same object is the same module). */
+  private moduleId(m: WebAssembly.Module): number {
+    let id = this.moduleIds.get(m);
+    if (id === undefined) {
+      id = this.nextModuleId++;
+      this.moduleIds.set(m, id);
+    }
+    return id;
   }
 
   /** Runs a job; resolves with its reply (never rejects for app failures). */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import wabtInit from "wabt";
 import { NodeStore } from "../../servers/runtime/store.js";
-import { DataCache, GroupCommit, IdSource, Ledger, Outbox, type StoredRecord } from "../../servers/passon/ledger.js";
+import { DataCache, GroupCommit, IdSource, Ledger, MasterData, Outbox, type StoredRecord } from "../../servers/passon/ledger.js";
 import { Sandbox } from "../../servers/passon/sandbox.js";
 import { onCleanup, tempDir, testLogger } from "../helpers/nodes.js";
 
@@ -72,6 +72,35 @@ describe("Pass-on hot path", () => {
     });
   });
 
+  describe("Sandbox.run (modules)", () => {
+    it("runs the right module when a worker holds many (each sent once) and after a worker was replaced", async () => {
+      const sandbox = new Sandbox({ workers: 1, maxQueue: 100, log: testLogger() });
+      onCleanup(() => sandbox.close());
+      const answering = async (n: number): Promise<WebAssembly.Module> =>
+        wat(`(module
+          (import "env" "memory" (memory 1))
+          (import "env" "output" (func $output (param i32 i32)))
+          (data (i32.const 16) "${n.toString().padStart(3, "0")}")
+          (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "handle") (param i32 i32) (result i32) (call $output (i32.const 16) (i32.const 3)) (i32.const 0)))`);
+      const modules = await Promise.all(Array.from({ length: 70 }, (_, i) => answering(i)));
+      const run = async (i: number): Promise<string> => {
+        const r = await sandbox.run({ module: modules[i] as WebAssembly.Module, minPages: 1, maxPages: 1, entry: "handle", request: new Uint8Array(0), data: new Map() }, 5000);
+        assert.equal(r.kind, "ok", JSON.stringify(r));
+        return Buffer.from((r as { response: Uint8Array }).response).toString();
+      };
+      // More modules than a worker keeps: the oldest are dropped and sent again when needed.
+      for (const i of [0, 1, 2, 69, 0, ...Array.from({ length: 70 }, (_, k) => k), 0, 1, 35]) assert.equal(await run(i), i.toString().padStart(3, "0"));
+      // A job past its time limit replaces the worker; the new one gets modules afresh.
+      const spin = await wat(`(module (import "env" "memory" (memory 1))
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "handle") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))`);
+      const stuck = await sandbox.run({ module: spin, minPages: 1, maxPages: 1, entry: "handle", request: new Uint8Array(0), data: new Map() }, 100);
+      assert.equal(stuck.kind, "timeout");
+      assert.equal(await run(5), "005");
+    });
+  });
+
   describe("GroupCommit.commit", () => {
     it("resolves each caller once its operations are in the store, writing concurrent callers together", async () => {
       const store = await openStore();
@@ -134,6 +163,35 @@ describe("Pass-on hot path", () => {
       await reopened.ingest(child);
       await reopened.ingestOwn(record({ id: "n:2:1" }));
       assert.equal(await calls(reopened), 66n);
+    });
+  });
+
+  describe("MasterData.values", () => {
+    it("sees every applied change (the in-memory copy follows the store), also after a restart", async () => {
+      const dir = tempDir();
+      const store = await NodeStore.open(dir, { log: testLogger(), sweepIntervalMs: 0 });
+      const master = new MasterData(store, await IdSource.open(store, "c"));
+      const b64 = (s: string): string => Buffer.from(s).toString("base64");
+      const text = (m: Map<string, Uint8Array>): Record<string, string> => Object.fromEntries([...m].map(([k, v]) => [k, Buffer.from(v).toString()]));
+      await master.apply([{ diffId: "d1", user: "u", key: "a", value: b64("1"), baseVersion: 0, writer: "l1" }]);
+      const first = await master.values("u");
+      assert.deepEqual(text(first), { a: "1" });
+      // Changes after the user was read (and mirrored): a new key, a change, a conflict (kept out), a delete.
+      await master.apply([
+        { diffId: "d2", user: "u", key: "b", value: b64("2"), baseVersion: 0, writer: "l1" },
+        { diffId: "d3", user: "u", key: "a", value: b64("1b"), baseVersion: 1, writer: "l1" },
+        { diffId: "d4", user: "u", key: "a", value: b64("lost"), baseVersion: 1, writer: "l2" },
+        { diffId: "d5", user: "v", key: "x", value: b64("other user"), baseVersion: 0, writer: "l1" },
+      ]);
+      assert.deepEqual(text(await master.values("u")), { a: "1b", b: "2" });
+      assert.deepEqual(text(first), { a: "1" }, "a map already handed out does not change under its holder");
+      await master.apply([{ diffId: "d6", user: "u", key: "b", value: null, baseVersion: 1, writer: "l1" }]);
+      assert.deepEqual(text(await master.values("u")), { a: "1b" });
+      assert.deepEqual(text(await master.values("v")), { x: "other user" });
+      await store.close();
+      const again = await openStore2(dir);
+      const reopened = new MasterData(again, await IdSource.open(again, "c"));
+      assert.deepEqual(text(await reopened.values("u")), { a: "1b" });
     });
   });
 

@@ -12,8 +12,13 @@ export function demoModule(name: string): Buffer {
   return readFileSync(join(packageRoot(), "dist", "apps", "passon", `${name}.wasm`));
 }
 
-/** Fast intervals for tests. */
-export const FAST = { statusInterval: "200ms", offlineAfter: "1s", cacheTtl: "0ms", commandTimeout: "5s" };
+/**
+ * Fast intervals for tests. The default app time limit is raised from 1 s to 5 s: it is
+ * wall-clock time, and on a loaded machine a well-behaved app's load check (instantiation
+ * plus selftest in a worker) can take longer than 1 s, which would roll back an install the
+ * test expects to succeed. Tests of the limit itself set their own (see "sandbox limits").
+ */
+export const FAST = { statusInterval: "200ms", offlineAfter: "1s", cacheTtl: "0ms", commandTimeout: "5s", defaultTimeLimit: "5s" };
 
 /** Users every test center knows. */
 export const USERS = [

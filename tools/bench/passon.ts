@@ -1,6 +1,7 @@
 /**
- * `npm run bench -- passon [SECONDS]`: latency of an invoke served at the local vs passed on
- * one hop (center) and two hops (upper center) — the same echo module at each level — and
+ * `npm run bench -- passon [SECONDS] [CALLS_PER_ROUND]`: latency of an invoke served at the
+ * local vs passed on one hop (center) and two hops (upper center) — the same echo module at
+ * each level — with the CPU the nodes spend per hop, and
  * invocations/s of the sandboxed echo app at the local vs a bare grpc-js unary echo (the
  * anchor of the runtime benchmark), all in the same run. Nodes run as child processes.
  *
@@ -101,18 +102,38 @@ export default async function passon(args: string[]): Promise<BenchRow[]> {
     m.close();
     const user = new PassonClient(local.address);
     await user.signOn("bench", "bench-pw");
+    const echo = dial(NodeServiceClient, bare.address, {});
     for (const app of ["echo", "echo1", "echo2"]) await latencies(user, app, 100);
+    for (let i = 0; i < 100; i++) await unary(echo, echo.echo, { payload: PAYLOAD });
     const lat = { local: [] as number[], one: [] as number[], two: [] as number[] };
+    // CPU of the three pass-on nodes per sequential call, per level (ms, calls).
+    const seqCpu = { local: { ms: 0, calls: 0 }, one: { ms: 0, calls: 0 }, two: { ms: 0, calls: 0 } };
+    const bareLat: number[] = [];
+    const bareCpu = { ms: 0, calls: 0 };
+    const nodes = [upper.child, center.child, local.child];
+    const perRound = Math.max(20, Math.round(Number(args[1] ?? 150)));
     for (let round = 0; round < 8; round++) {
       const order = round % 2 === 0 ? (["local", "one", "two"] as const) : (["two", "one", "local"] as const);
-      for (const k of order) lat[k].push(...(await latencies(user, k === "local" ? "echo" : k === "one" ? "echo1" : "echo2", 150)));
+      for (const k of order) {
+        const c0 = nodes.reduce((t, p) => t + cpuMs(p.pid), 0);
+        lat[k].push(...(await latencies(user, k === "local" ? "echo" : k === "one" ? "echo1" : "echo2", perRound)));
+        seqCpu[k].ms += nodes.reduce((t, p) => t + cpuMs(p.pid), 0) - c0;
+        seqCpu[k].calls += perRound;
+      }
+      // The bare unary round trip, sequential too: what one hop costs at the least.
+      const b0 = cpuMs(bare.child.pid);
+      for (let i = 0; i < perRound; i++) {
+        const t = performance.now();
+        await unary(echo, echo.echo, { payload: PAYLOAD });
+        bareLat.push(performance.now() - t);
+      }
+      bareCpu.ms += cpuMs(bare.child.pid) - b0;
+      bareCpu.calls += perRound;
     }
-    const echo = dial(NodeServiceClient, bare.address, {});
     const ours: number[] = [];
     const anchor: number[] = [];
     const oursCpu: number[] = [];
     const anchorCpu: number[] = [];
-    const nodes = [upper.child, center.child, local.child];
     const rounds = 12;
     const slice = (seconds * 1000) / (2 * rounds);
     const runOurs = async (): Promise<void> => {
@@ -146,6 +167,19 @@ export default async function passon(args: string[]): Promise<BenchRow[]> {
       row("two_hop_p50_ms", "ms", p50.two, p50.local, "local hit, same run", false),
       row("two_hop_p99_ms", "ms", percentile(lat.two, 99), percentile(lat.local, 99), "local hit, same run", false),
       row("hop_overhead_p50_ms", "ms", perHop, 1, "target: 1 ms per hop", false),
+      row("bare_unary_p50_ms", "ms", percentile(bareLat, 50), p50.local, "local hit, same run", false),
+      ...(Number.isFinite(seqCpu.two.ms)
+        ? [
+            row(
+              "hop_server_cpu_us",
+              "µs/call",
+              ((seqCpu.two.ms / seqCpu.two.calls - seqCpu.local.ms / seqCpu.local.calls) * 1000) / 2,
+              (bareCpu.ms * 1000) / bareCpu.calls,
+              "bare grpc-js server CPU per sequential echo",
+              false,
+            ),
+          ]
+        : []),
       row("local_invoke_rps", "calls/s", median(ours), median(anchor), "bare grpc-js unary echo (runtime bench anchor)", true),
       ...(Number.isFinite(median(oursCpu))
         ? [row("local_invoke_server_cpu_us", "µs/call", median(oursCpu), median(anchorCpu), "bare grpc-js server CPU per echo", false)]

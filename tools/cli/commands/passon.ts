@@ -39,12 +39,13 @@ export function registerPasson(program: Command): void {
       .option("--lease <duration>", "lease, e.g. 30d", "30d")
       .option("--time-limit <duration>", "per-invocation time limit")
       .option("--memory-pages <n>", "memory limit in 64 KiB pages")
-      .action(async (name: string, moduleRef: string, o: { node: string; version: string; center: string; lease: string; timeLimit?: string; memoryPages?: string }) => {
+      .option("--queue", "if the child is offline, have the center deliver it when the child reconnects")
+      .action(async (name: string, moduleRef: string, o: { node: string; version: string; center: string; lease: string; timeLimit?: string; memoryPages?: string; queue?: boolean }) => {
         const m = new MaintenanceClient(o.center, clientSettings());
         try {
           const module = moduleRef.startsWith("demo:") ? readModule(moduleRef) : readFileSync(moduleRef);
           const timeLimitMs = o.timeLimit ? parseDurationMs(o.timeLimit) : undefined;
-          const installed = await m.install({
+          const opts = {
             nodeId: o.node,
             name,
             version: Number(o.version),
@@ -52,9 +53,14 @@ export function registerPasson(program: Command): void {
             leaseMs: parseDurationMs(o.lease) ?? 30 * 86_400_000,
             ...(timeLimitMs !== undefined ? { timeLimitMs } : {}),
             ...(o.memoryPages ? { memoryPages: Number(o.memoryPages) } : {}),
-          });
+          };
+          const res = o.queue ? await m.installOrQueue(opts) : { app: await m.install(opts), queued: false };
+          if (!res.app) {
+            process.stdout.write(`${o.node} is offline: ${verb} of ${name} v${opts.version} queued at the center until it reconnects\n`);
+            return;
+          }
           const t = new Table({ head: APP_HEAD });
-          t.push(appRow(installed));
+          t.push(appRow(res.app));
           process.stdout.write(t.toString() + "\n");
         } catch (err) {
           fail(err);
@@ -68,10 +74,16 @@ export function registerPasson(program: Command): void {
     .description("end an app's lease on a node now")
     .requiredOption("--node <id>", "target node")
     .option("--center <host:port>", "center to ask", CENTER)
-    .action(async (name: string, o: { node: string; center: string }) => {
+    .option("--queue", "if the child is offline, have the center deliver it when the child reconnects")
+    .action(async (name: string, o: { node: string; center: string; queue?: boolean }) => {
       const m = new MaintenanceClient(o.center, clientSettings());
       try {
-        const a = await m.expire(o.node, name);
+        const res = o.queue ? await m.expireOrQueue(o.node, name) : { app: await m.expire(o.node, name), queued: false };
+        const a = res.app;
+        if (!a) {
+          process.stdout.write(`${o.node} is offline: expiry of ${name} queued at the center until it reconnects\n`);
+          return;
+        }
         process.stdout.write(`${a.name} v${a.version} on ${o.node}: ${AppState[a.state]}\n`);
       } catch (err) {
         fail(err);
@@ -131,11 +143,11 @@ export function registerPasson(program: Command): void {
       const m = new MaintenanceClient(o.center, clientSettings());
       try {
         const res = await m.children();
-        const t = new Table({ head: ["node", "role", "state", "last report", "apps", "queued records", "queued diffs", "delegation until"] });
+        const t = new Table({ head: ["node", "role", "state", "last report", "apps", "queued records", "queued diffs", "queued commands", "delegation until"] });
         const apps = (list: InstalledApp[]): string => list.map((a) => `${a.name}@${a.version}${a.state === AppState.EXPIRED ? "(expired)" : ""}`).join(" ");
-        if (res.self) t.push([res.self.nodeId, res.self.role, res.parent ? (res.parentConnected ? "online (parent linked)" : "online (parent unreachable)") : "online (top)", "-", apps(res.self.apps), "-", "-", "-"]);
+        if (res.self) t.push([res.self.nodeId, res.self.role, res.parent ? (res.parentConnected ? "online (parent linked)" : "online (parent unreachable)") : "online (top)", "-", apps(res.self.apps), "-", "-", "-", "-"]);
         for (const c of res.children) {
-          t.push(["  " + c.nodeId, c.role, c.online ? "online" : "OFFLINE", c.lastReport?.toISOString() ?? "never", apps(c.apps), String(c.queuedRecords), String(c.queuedDiffs), c.delegationNotAfter?.toISOString() ?? "-"]);
+          t.push(["  " + c.nodeId, c.role, c.online ? "online" : "OFFLINE", c.lastReport?.toISOString() ?? "never", apps(c.apps), String(c.queuedRecords), String(c.queuedDiffs), String(c.queuedCommands), c.delegationNotAfter?.toISOString() ?? "-"]);
         }
         process.stdout.write(t.toString() + "\n");
       } catch (err) {

@@ -265,6 +265,11 @@ export interface ChildState {
     | undefined;
   /** Node ids of the child's own children, as it last reported (depth > 2). */
   descendants: string[];
+  /**
+   * Maintenance commands waiting at the center for this child to reconnect
+   * (InstallApp/ExpireApp with queue_if_offline). Set by the center that holds them.
+   */
+  queuedCommands: bigint;
 }
 
 function createBaseAppBundle(): AppBundle {
@@ -1534,6 +1539,7 @@ function createBaseChildState(): ChildState {
     queuedDiffs: 0n,
     delegationNotAfter: undefined,
     descendants: [],
+    queuedCommands: 0n,
   };
 }
 
@@ -1574,6 +1580,12 @@ export const ChildState: MessageFns<ChildState> = {
     }
     for (const v of message.descendants) {
       writer.uint32(82).string(v!);
+    }
+    if (message.queuedCommands !== 0n) {
+      if (BigInt.asUintN(64, message.queuedCommands) !== message.queuedCommands) {
+        throw new globalThis.Error("value provided for field message.queuedCommands of type uint64 too large");
+      }
+      writer.uint32(88).uint64(message.queuedCommands);
     }
     return writer;
   },
@@ -1671,6 +1683,14 @@ export const ChildState: MessageFns<ChildState> = {
             message.descendants.push(reader.string());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.queuedCommands = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1723,6 +1743,11 @@ export const ChildState: MessageFns<ChildState> = {
       descendants: globalThis.Array.isArray(object?.descendants)
         ? object.descendants.map((e: any) => globalThis.String(e))
         : [],
+      queuedCommands: isSet(object.queuedCommands)
+        ? BigInt(object.queuedCommands)
+        : isSet(object.queued_commands)
+        ? BigInt(object.queued_commands)
+        : 0n,
     };
   },
 
@@ -1758,6 +1783,9 @@ export const ChildState: MessageFns<ChildState> = {
     if (message.descendants?.length) {
       obj.descendants = message.descendants;
     }
+    if (message.queuedCommands !== 0n) {
+      obj.queuedCommands = message.queuedCommands.toString();
+    }
     return obj;
   },
 
@@ -1780,6 +1808,9 @@ export const ChildState: MessageFns<ChildState> = {
       : 0n;
     message.delegationNotAfter = object.delegationNotAfter ?? undefined;
     message.descendants = object.descendants?.map((e) => e) || [];
+    message.queuedCommands = (object.queuedCommands !== undefined && object.queuedCommands !== null)
+      ? BigInt(object.queuedCommands)
+      : 0n;
     return message;
   },
 };

@@ -20,7 +20,9 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { Status as Status1 } from "../../../google/rpc/status.js";
 import {
   AppBundle,
   ChildState,
@@ -32,6 +34,40 @@ import {
   InstalledApp,
   UsageRecord,
 } from "./app.js";
+import { InvokeRequest, InvokeResponse } from "./app_gateway_service.js";
+
+/** PassOnRequest is one invocation passed on by a child. */
+export interface PassOnRequest {
+  /** Chosen by the child; unique among its calls in flight on this stream. */
+  callId: bigint;
+  /** The invocation, with the child (and every node before it) in `via`. */
+  invoke?:
+    | InvokeRequest
+    | undefined;
+  /**
+   * Time the caller still allows, counted from when this node receives the request; unset
+   * means no deadline. Passed on further up as the deadline of the next hop.
+   */
+  timeout?: Duration | undefined;
+}
+
+/** PassOnResponse answers one PassOnRequest. */
+export interface PassOnResponse {
+  /** The request's call_id. */
+  callId: bigint;
+  /** How the invocation ended. */
+  result?:
+    | //
+    /** The invocation succeeded. */
+    { $case: "response"; value: InvokeResponse }
+    | //
+    /**
+     * The invocation failed: the gRPC status code, message and google.rpc details that
+     * AppGatewayService.Invoke would have returned.
+     */
+    { $case: "error"; value: Status1 }
+    | undefined;
+}
 
 /** TrustedKey is an Ed25519 public key of a node, by key id. */
 export interface TrustedKey {
@@ -238,6 +274,234 @@ export interface FetchUserDataResponse {
   /** Every key of the user, tombstones included. */
   entries: DataEntry[];
 }
+
+function createBasePassOnRequest(): PassOnRequest {
+  return { callId: 0n, invoke: undefined, timeout: undefined };
+}
+
+export const PassOnRequest: MessageFns<PassOnRequest> = {
+  encode(message: PassOnRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.callId !== 0n) {
+      if (BigInt.asUintN(64, message.callId) !== message.callId) {
+        throw new globalThis.Error("value provided for field message.callId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.callId);
+    }
+    if (message.invoke !== undefined) {
+      InvokeRequest.encode(message.invoke, writer.uint32(18).fork()).join();
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PassOnRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePassOnRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.callId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.invoke = InvokeRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PassOnRequest {
+    return {
+      callId: isSet(object.callId) ? BigInt(object.callId) : isSet(object.call_id) ? BigInt(object.call_id) : 0n,
+      invoke: isSet(object.invoke) ? InvokeRequest.fromJSON(object.invoke) : undefined,
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+    };
+  },
+
+  toJSON(message: PassOnRequest): unknown {
+    const obj: any = {};
+    if (message.callId !== 0n) {
+      obj.callId = message.callId.toString();
+    }
+    if (message.invoke !== undefined) {
+      obj.invoke = InvokeRequest.toJSON(message.invoke);
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PassOnRequest>, I>>(base?: I): PassOnRequest {
+    return PassOnRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PassOnRequest>, I>>(object: I): PassOnRequest {
+    const message = createBasePassOnRequest();
+    message.callId = (object.callId !== undefined && object.callId !== null) ? BigInt(object.callId) : 0n;
+    message.invoke = (object.invoke !== undefined && object.invoke !== null)
+      ? InvokeRequest.fromPartial(object.invoke)
+      : undefined;
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePassOnResponse(): PassOnResponse {
+  return { callId: 0n, result: undefined };
+}
+
+export const PassOnResponse: MessageFns<PassOnResponse> = {
+  encode(message: PassOnResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.callId !== 0n) {
+      if (BigInt.asUintN(64, message.callId) !== message.callId) {
+        throw new globalThis.Error("value provided for field message.callId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.callId);
+    }
+    switch (message.result?.$case) {
+      case "response":
+        InvokeResponse.encode(message.result.value, writer.uint32(18).fork()).join();
+        break;
+      case "error":
+        Status1.encode(message.result.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PassOnResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePassOnResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.callId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = { $case: "response", value: InvokeResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = { $case: "error", value: Status1.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PassOnResponse {
+    return {
+      callId: isSet(object.callId) ? BigInt(object.callId) : isSet(object.call_id) ? BigInt(object.call_id) : 0n,
+      result: isSet(object.response)
+        ? { $case: "response", value: InvokeResponse.fromJSON(object.response) }
+        : isSet(object.error)
+        ? { $case: "error", value: Status1.fromJSON(object.error) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: PassOnResponse): unknown {
+    const obj: any = {};
+    if (message.callId !== 0n) {
+      obj.callId = message.callId.toString();
+    }
+    if (message.result?.$case === "response") {
+      obj.response = InvokeResponse.toJSON(message.result.value);
+    } else if (message.result?.$case === "error") {
+      obj.error = Status1.toJSON(message.result.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PassOnResponse>, I>>(base?: I): PassOnResponse {
+    return PassOnResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PassOnResponse>, I>>(object: I): PassOnResponse {
+    const message = createBasePassOnResponse();
+    message.callId = (object.callId !== undefined && object.callId !== null) ? BigInt(object.callId) : 0n;
+    switch (object.result?.$case) {
+      case "response": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "response", value: InvokeResponse.fromPartial(object.result.value) };
+        }
+        break;
+      }
+      case "error": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "error", value: Status1.fromPartial(object.result.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
 
 function createBaseTrustedKey(): TrustedKey {
   return { keyId: "", nodeId: "", publicKey: Buffer.alloc(0) };
@@ -2205,6 +2469,27 @@ export const ControlServiceService = {
       Buffer.from(FetchUserDataResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): FetchUserDataResponse => FetchUserDataResponse.decode(value),
   },
+  /**
+   * PassOn carries the invocations a child passes on to this node over one long-lived
+   * stream, many in flight at once, each matched to its answer by `call_id`. It does what
+   * AppGatewayService.Invoke does for each request (same token and entitlement checks, same
+   * serving, billing and passing on, same errors) without a new HTTP/2 stream per call, so
+   * a hop costs one message each way. Each answer carries the invocation's response or its
+   * error as a google.rpc.Status with the same details Invoke would have sent; the stream
+   * itself only ends with an error when the node shuts down (UNAVAILABLE). A child that
+   * loses the stream fails its calls in flight with UNAVAILABLE (they may or may not have
+   * run, as with a broken unary call) and opens a new one. Not idempotent (each request is
+   * an invocation).
+   */
+  passOn: {
+    path: "/switchyard.passon.v1.ControlService/PassOn" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: PassOnRequest): Buffer => Buffer.from(PassOnRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PassOnRequest => PassOnRequest.decode(value),
+    responseSerialize: (value: PassOnResponse): Buffer => Buffer.from(PassOnResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PassOnResponse => PassOnResponse.decode(value),
+  },
 } as const;
 
 export interface ControlServiceServer extends UntypedServiceImplementation {
@@ -2224,6 +2509,19 @@ export interface ControlServiceServer extends UntypedServiceImplementation {
    * cache. Errors: INVALID_ARGUMENT (empty user). Idempotent, no side effects.
    */
   fetchUserData: handleUnaryCall<FetchUserDataRequest, FetchUserDataResponse>;
+  /**
+   * PassOn carries the invocations a child passes on to this node over one long-lived
+   * stream, many in flight at once, each matched to its answer by `call_id`. It does what
+   * AppGatewayService.Invoke does for each request (same token and entitlement checks, same
+   * serving, billing and passing on, same errors) without a new HTTP/2 stream per call, so
+   * a hop costs one message each way. Each answer carries the invocation's response or its
+   * error as a google.rpc.Status with the same details Invoke would have sent; the stream
+   * itself only ends with an error when the node shuts down (UNAVAILABLE). A child that
+   * loses the stream fails its calls in flight with UNAVAILABLE (they may or may not have
+   * run, as with a broken unary call) and opens a new one. Not idempotent (each request is
+   * an invocation).
+   */
+  passOn: handleBidiStreamingCall<PassOnRequest, PassOnResponse>;
 }
 
 export interface ControlServiceClient extends Client {
@@ -2259,6 +2557,21 @@ export interface ControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: FetchUserDataResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * PassOn carries the invocations a child passes on to this node over one long-lived
+   * stream, many in flight at once, each matched to its answer by `call_id`. It does what
+   * AppGatewayService.Invoke does for each request (same token and entitlement checks, same
+   * serving, billing and passing on, same errors) without a new HTTP/2 stream per call, so
+   * a hop costs one message each way. Each answer carries the invocation's response or its
+   * error as a google.rpc.Status with the same details Invoke would have sent; the stream
+   * itself only ends with an error when the node shuts down (UNAVAILABLE). A child that
+   * loses the stream fails its calls in flight with UNAVAILABLE (they may or may not have
+   * run, as with a broken unary call) and opens a new one. Not idempotent (each request is
+   * an invocation).
+   */
+  passOn(): ClientDuplexStream<PassOnRequest, PassOnResponse>;
+  passOn(options: Partial<CallOptions>): ClientDuplexStream<PassOnRequest, PassOnResponse>;
+  passOn(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<PassOnRequest, PassOnResponse>;
 }
 
 export const ControlServiceClient = makeGenericClientConstructor(

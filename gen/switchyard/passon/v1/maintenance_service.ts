@@ -43,12 +43,22 @@ export interface InstallAppRequest {
   memoryPages: number;
   /** Client-chosen id; a retry with the same id returns the first answer. */
   requestId: string;
+  /**
+   * When the target is a known child that is offline: store the signed install and send
+   * it when the child reconnects (commands for a child are delivered in the order they
+   * were queued) instead of failing with CHILD_OFFLINE. The lease counts from now.
+   */
+  queueIfOffline: boolean;
 }
 
 /** InstallAppResponse is the app as the target installed it. */
 export interface InstallAppResponse {
-  /** The installed app. */
-  app?: InstalledApp | undefined;
+  /** The installed app; unset when the install was queued. */
+  app?:
+    | InstalledApp
+    | undefined;
+  /** True when the child was offline and the install waits for it to reconnect. */
+  queued: boolean;
 }
 
 /** ExpireAppRequest expires an app on a node. */
@@ -59,12 +69,21 @@ export interface ExpireAppRequest {
   name: string;
   /** Client-chosen id for retries. */
   requestId: string;
+  /**
+   * When the target is a known child that is offline: deliver the expiry when it
+   * reconnects instead of failing with CHILD_OFFLINE.
+   */
+  queueIfOffline: boolean;
 }
 
 /** ExpireAppResponse is the app after expiry. */
 export interface ExpireAppResponse {
-  /** The app, now APP_STATE_EXPIRED. */
-  app?: InstalledApp | undefined;
+  /** The app, now APP_STATE_EXPIRED; unset when the expiry was queued. */
+  app?:
+    | InstalledApp
+    | undefined;
+  /** True when the child was offline and the expiry waits for it to reconnect. */
+  queued: boolean;
 }
 
 /** ListChildrenRequest has no parameters. */
@@ -123,6 +142,7 @@ function createBaseInstallAppRequest(): InstallAppRequest {
     timeLimit: undefined,
     memoryPages: 0,
     requestId: "",
+    queueIfOffline: false,
   };
 }
 
@@ -151,6 +171,9 @@ export const InstallAppRequest: MessageFns<InstallAppRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(66).string(message.requestId);
+    }
+    if (message.queueIfOffline !== false) {
+      writer.uint32(72).bool(message.queueIfOffline);
     }
     return writer;
   },
@@ -232,6 +255,14 @@ export const InstallAppRequest: MessageFns<InstallAppRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.queueIfOffline = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -270,6 +301,11 @@ export const InstallAppRequest: MessageFns<InstallAppRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      queueIfOffline: isSet(object.queueIfOffline)
+        ? globalThis.Boolean(object.queueIfOffline)
+        : isSet(object.queue_if_offline)
+        ? globalThis.Boolean(object.queue_if_offline)
+        : false,
     };
   },
 
@@ -299,6 +335,9 @@ export const InstallAppRequest: MessageFns<InstallAppRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.queueIfOffline !== false) {
+      obj.queueIfOffline = message.queueIfOffline;
+    }
     return obj;
   },
 
@@ -319,18 +358,22 @@ export const InstallAppRequest: MessageFns<InstallAppRequest> = {
       : undefined;
     message.memoryPages = object.memoryPages ?? 0;
     message.requestId = object.requestId ?? "";
+    message.queueIfOffline = object.queueIfOffline ?? false;
     return message;
   },
 };
 
 function createBaseInstallAppResponse(): InstallAppResponse {
-  return { app: undefined };
+  return { app: undefined, queued: false };
 }
 
 export const InstallAppResponse: MessageFns<InstallAppResponse> = {
   encode(message: InstallAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.app !== undefined) {
       InstalledApp.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    if (message.queued !== false) {
+      writer.uint32(16).bool(message.queued);
     }
     return writer;
   },
@@ -356,6 +399,14 @@ export const InstallAppResponse: MessageFns<InstallAppResponse> = {
             message.app = InstalledApp.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.queued = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -369,13 +420,19 @@ export const InstallAppResponse: MessageFns<InstallAppResponse> = {
   },
 
   fromJSON(object: any): InstallAppResponse {
-    return { app: isSet(object.app) ? InstalledApp.fromJSON(object.app) : undefined };
+    return {
+      app: isSet(object.app) ? InstalledApp.fromJSON(object.app) : undefined,
+      queued: isSet(object.queued) ? globalThis.Boolean(object.queued) : false,
+    };
   },
 
   toJSON(message: InstallAppResponse): unknown {
     const obj: any = {};
     if (message.app !== undefined) {
       obj.app = InstalledApp.toJSON(message.app);
+    }
+    if (message.queued !== false) {
+      obj.queued = message.queued;
     }
     return obj;
   },
@@ -386,12 +443,13 @@ export const InstallAppResponse: MessageFns<InstallAppResponse> = {
   fromPartial<I extends Exact<DeepPartial<InstallAppResponse>, I>>(object: I): InstallAppResponse {
     const message = createBaseInstallAppResponse();
     message.app = (object.app !== undefined && object.app !== null) ? InstalledApp.fromPartial(object.app) : undefined;
+    message.queued = object.queued ?? false;
     return message;
   },
 };
 
 function createBaseExpireAppRequest(): ExpireAppRequest {
-  return { nodeId: "", name: "", requestId: "" };
+  return { nodeId: "", name: "", requestId: "", queueIfOffline: false };
 }
 
 export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
@@ -404,6 +462,9 @@ export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(26).string(message.requestId);
+    }
+    if (message.queueIfOffline !== false) {
+      writer.uint32(32).bool(message.queueIfOffline);
     }
     return writer;
   },
@@ -445,6 +506,14 @@ export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.queueIfOffline = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -470,6 +539,11 @@ export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      queueIfOffline: isSet(object.queueIfOffline)
+        ? globalThis.Boolean(object.queueIfOffline)
+        : isSet(object.queue_if_offline)
+        ? globalThis.Boolean(object.queue_if_offline)
+        : false,
     };
   },
 
@@ -484,6 +558,9 @@ export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.queueIfOffline !== false) {
+      obj.queueIfOffline = message.queueIfOffline;
+    }
     return obj;
   },
 
@@ -495,18 +572,22 @@ export const ExpireAppRequest: MessageFns<ExpireAppRequest> = {
     message.nodeId = object.nodeId ?? "";
     message.name = object.name ?? "";
     message.requestId = object.requestId ?? "";
+    message.queueIfOffline = object.queueIfOffline ?? false;
     return message;
   },
 };
 
 function createBaseExpireAppResponse(): ExpireAppResponse {
-  return { app: undefined };
+  return { app: undefined, queued: false };
 }
 
 export const ExpireAppResponse: MessageFns<ExpireAppResponse> = {
   encode(message: ExpireAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.app !== undefined) {
       InstalledApp.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    if (message.queued !== false) {
+      writer.uint32(16).bool(message.queued);
     }
     return writer;
   },
@@ -532,6 +613,14 @@ export const ExpireAppResponse: MessageFns<ExpireAppResponse> = {
             message.app = InstalledApp.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.queued = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -545,13 +634,19 @@ export const ExpireAppResponse: MessageFns<ExpireAppResponse> = {
   },
 
   fromJSON(object: any): ExpireAppResponse {
-    return { app: isSet(object.app) ? InstalledApp.fromJSON(object.app) : undefined };
+    return {
+      app: isSet(object.app) ? InstalledApp.fromJSON(object.app) : undefined,
+      queued: isSet(object.queued) ? globalThis.Boolean(object.queued) : false,
+    };
   },
 
   toJSON(message: ExpireAppResponse): unknown {
     const obj: any = {};
     if (message.app !== undefined) {
       obj.app = InstalledApp.toJSON(message.app);
+    }
+    if (message.queued !== false) {
+      obj.queued = message.queued;
     }
     return obj;
   },
@@ -562,6 +657,7 @@ export const ExpireAppResponse: MessageFns<ExpireAppResponse> = {
   fromPartial<I extends Exact<DeepPartial<ExpireAppResponse>, I>>(object: I): ExpireAppResponse {
     const message = createBaseExpireAppResponse();
     message.app = (object.app !== undefined && object.app !== null) ? InstalledApp.fromPartial(object.app) : undefined;
+    message.queued = object.queued ?? false;
     return message;
   },
 };
@@ -1064,7 +1160,9 @@ export const MaintenanceServiceService = {
    * kept and stays active if the new one fails its load check.
    * Errors: INVALID_ARGUMENT (bad name, version, module or lease); NOT_FOUND (reason
    * NODE_NOT_FOUND) for an unknown node; UNAVAILABLE (reason CHILD_OFFLINE) when the
-   * child's control channel is closed; FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
+   * child's control channel is closed, unless `queue_if_offline` (then the signed command
+   * is stored and delivered when the child reconnects: `queued` in the answer);
+   * FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
    * the old version still runs; or APP_VERSION_NOT_NEWER); DEADLINE_EXCEEDED when the
    * child did not answer in time. Idempotent per `request_id`.
    */
@@ -1079,7 +1177,8 @@ export const MaintenanceServiceService = {
   },
   /**
    * ExpireApp ends an app's lease on `node_id` now; requests for it are passed on.
-   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE).
+   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE) unless
+   * `queue_if_offline` (then delivered when the child reconnects: `queued`).
    * Idempotent.
    */
   expireApp: {
@@ -1141,14 +1240,17 @@ export interface MaintenanceServiceServer extends UntypedServiceImplementation {
    * kept and stays active if the new one fails its load check.
    * Errors: INVALID_ARGUMENT (bad name, version, module or lease); NOT_FOUND (reason
    * NODE_NOT_FOUND) for an unknown node; UNAVAILABLE (reason CHILD_OFFLINE) when the
-   * child's control channel is closed; FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
+   * child's control channel is closed, unless `queue_if_offline` (then the signed command
+   * is stored and delivered when the child reconnects: `queued` in the answer);
+   * FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
    * the old version still runs; or APP_VERSION_NOT_NEWER); DEADLINE_EXCEEDED when the
    * child did not answer in time. Idempotent per `request_id`.
    */
   installApp: handleUnaryCall<InstallAppRequest, InstallAppResponse>;
   /**
    * ExpireApp ends an app's lease on `node_id` now; requests for it are passed on.
-   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE).
+   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE) unless
+   * `queue_if_offline` (then delivered when the child reconnects: `queued`).
    * Idempotent.
    */
   expireApp: handleUnaryCall<ExpireAppRequest, ExpireAppResponse>;
@@ -1177,7 +1279,9 @@ export interface MaintenanceServiceClient extends Client {
    * kept and stays active if the new one fails its load check.
    * Errors: INVALID_ARGUMENT (bad name, version, module or lease); NOT_FOUND (reason
    * NODE_NOT_FOUND) for an unknown node; UNAVAILABLE (reason CHILD_OFFLINE) when the
-   * child's control channel is closed; FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
+   * child's control channel is closed, unless `queue_if_offline` (then the signed command
+   * is stored and delivered when the child reconnects: `queued` in the answer);
+   * FAILED_PRECONDITION (reason APP_LOAD_CHECK_FAILED,
    * the old version still runs; or APP_VERSION_NOT_NEWER); DEADLINE_EXCEEDED when the
    * child did not answer in time. Idempotent per `request_id`.
    */
@@ -1198,7 +1302,8 @@ export interface MaintenanceServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ExpireApp ends an app's lease on `node_id` now; requests for it are passed on.
-   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE).
+   * Errors: NOT_FOUND (NODE_NOT_FOUND, APP_NOT_FOUND); UNAVAILABLE (CHILD_OFFLINE) unless
+   * `queue_if_offline` (then delivered when the child reconnects: `queued`).
    * Idempotent.
    */
   expireApp(
