@@ -15,6 +15,9 @@ import { parseRichError, describeError, type ChannelSettings } from "../grpc/ind
 import { PieceAuthError, TAG_BYTES } from "./crypto.js";
 import { NodeClientPool } from "./node-client.js";
 
+/** Bytes decrypted per call (and per plaintext buffer handed out). */
+const DECRYPT_SLICE = 64 * 1024;
+
 /** Options of a download. */
 export interface DownloadOptions {
   /** Pieces fetched at the same time. Default 8. */
@@ -41,13 +44,20 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** Told about each piece delivered and each failover or hedge. */
   onEvent?: (e: DownloadEvent) => void;
+  /**
+   * Fetches a fresh manifest of the same content when the grant expired mid-download
+   * (a node answered UNAUTHENTICATED / GRANT_EXPIRED); the download then continues with
+   * its grant and access tags. Unset: an expired grant fails the pieces still to fetch.
+   */
+  renewManifest?: () => Promise<Manifest>;
 }
 
 /** Something that happened during a download. */
 export type DownloadEvent =
   | { type: "piece"; index: number; bytes: number; node: string; ms: number; delivered: number }
   | { type: "failover"; index: number; node: string; error: string }
-  | { type: "hedge"; index: number; slowNode: string; node: string };
+  | { type: "hedge"; index: number; slowNode: string; node: string }
+  | { type: "grant-renewed"; renewals: number };
 
 /** A piece could not be fetched intact from any replica. */
 export class PieceUnavailableError extends Error {
@@ -69,7 +79,18 @@ export interface DownloadStats {
   pieces: number;
   failovers: number;
   hedges: number;
+  /** Times the grant was renewed (a fresh manifest fetched) during the download. */
+  renewals: number;
   byNode: Record<string, number>;
+}
+
+/** At most this many grant renewals per download (a manager handing out grants that are already expired must not loop). */
+const MAX_RENEWALS = 16;
+
+/** True when a node refused a call because the grant expired. */
+function isGrantExpired(err: unknown): boolean {
+  const e = parseRichError(err);
+  return e.code === Status.UNAUTHENTICATED && e.errorInfo?.reason === "GRANT_EXPIRED";
 }
 
 /** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */
@@ -84,8 +105,11 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   const pool = opts.pool ?? new NodeClientPool(opts.channel ?? {});
   const ownPool = !opts.pool;
   const pieces = manifest.pieces;
-  const grant = manifest.grant?.token ?? Buffer.alloc(0);
-  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, byNode: {} };
+  let grant: Uint8Array = manifest.grant?.token ?? Buffer.alloc(0);
+  /** Access tags of the current grant, by piece index (from a renewed manifest). */
+  let accessTags: Map<number, Uint8Array> | undefined;
+  let renewing: Promise<void> | undefined;
+  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, renewals: 0, byNode: {} };
   const nodes = new Map<string, NodeStat>();
   const addressOf = new Map<string, string>();
   for (const p of pieces) {
@@ -209,12 +233,14 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
       const tag = Buffer.alloc(TAG_BYTES);
       let got = 0;
       for await (const chunk of pool.get(addressOf.get(nodeId) as string).stream(
-        { grant, pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: p.storedSize },
+        { grant, pieceId: p.pieceId, accessTag: accessTags?.get(p.index) ?? p.accessTag, maxBytes: p.storedSize },
         { signal, deadline: Date.now() + attemptTimeout },
       )) {
         const body = Math.max(0, Math.min(chunk.length, bodyBytes - got));
-        if (body > 0) {
-          const out = d.update(body === chunk.length ? chunk : chunk.subarray(0, body));
+        // Decrypted in slices: small output buffers come from the allocator's free lists,
+        // MiB-sized ones are fresh memory (page faults) and cost about half as much again.
+        for (let off = 0; off < body; off += DECRYPT_SLICE) {
+          const out = d.update(chunk.subarray(off, Math.min(body, off + DECRYPT_SLICE)));
           if (out.length) plain.push(out);
         }
         if (body < chunk.length) chunk.copy(tag, got + body - bodyBytes, body);
@@ -251,6 +277,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         const first = pick(p, tried);
         if (!first) break;
         tried.add(first);
+        const usedGrant = grant;
         try {
           const { plain, node } = await race(p, first, tried);
           stats.pieces++;
@@ -260,12 +287,38 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
           return plain;
         } catch (err) {
           if (stop.signal.aborted) throw stop.signal.reason;
+          if (isGrantExpired(err) && opts.renewManifest && stats.renewals < MAX_RENEWALS) {
+            // Not the node's fault: renew once for every piece waiting, then ask again.
+            await renewGrant(usedGrant);
+            tried.delete(first);
+            continue;
+          }
           lastErr = err;
         }
       }
       await new Promise((r) => setTimeout(r, 200 * (round + 1)));
     }
     throw new PieceUnavailableError(`piece ${p.index} (${p.pieceId.slice(0, 12)}) could not be fetched intact from any replica: ${describeError(lastErr)}`);
+  };
+
+  /** Replaces the grant and access tags from a fresh manifest (one request for all pieces). */
+  const renewGrant = (usedGrant: Uint8Array): Promise<void> => {
+    if (grant !== usedGrant) return Promise.resolve(); // renewed meanwhile
+    if (!renewing) {
+      renewing = (async () => {
+        const m = await (opts.renewManifest as () => Promise<Manifest>)();
+        if (m.pieces.length !== pieces.length || m.pieces.some((q, i) => q.pieceId !== pieces[i]?.pieceId || q.index !== pieces[i]?.index)) {
+          throw new PieceUnavailableError("the renewed manifest lists different pieces; the content changed");
+        }
+        grant = m.grant?.token ?? Buffer.alloc(0);
+        accessTags = new Map(m.pieces.map((q) => [q.index, q.accessTag]));
+        stats.renewals++;
+        opts.onEvent?.({ type: "grant-renewed", renewals: stats.renewals });
+      })().finally(() => {
+        renewing = undefined;
+      });
+    }
+    return renewing;
   };
 
   const fail = (nodeId: string, p: ManifestPiece, err: unknown): void => {
@@ -309,7 +362,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
           (err: unknown) => {
             running--;
             if (settled) return;
-            if (!c.signal.aborted) fail(nodeId, p, err);
+            if (!c.signal.aborted && !isGrantExpired(err)) fail(nodeId, p, err);
             lastErr = err;
             // A failed attempt while a hedge still runs: let the hedge finish.
             if (running === 0) {

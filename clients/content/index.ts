@@ -61,12 +61,17 @@ export class ContentClient {
 
   /**
    * Downloads a content as an ordered Readable (readable while later pieces arrive).
-   * The finished download is reported to the manager's history.
+   * `grantTtlMs` asks for a grant lifetime (the manager caps it); a grant that expires
+   * before the download is over is renewed by fetching a fresh manifest. The finished
+   * download is reported to the manager's history.
    */
-  async download(contentId: string, opts: DownloadOptions = {}): Promise<Readable & { stats: DownloadStats; manifest: Manifest }> {
-    const manifest = await this.manager.getManifest(contentId);
+  async download(contentId: string, opts: DownloadOptions & { grantTtlMs?: number } = {}): Promise<Readable & { stats: DownloadStats; manifest: Manifest }> {
+    const { grantTtlMs, ...rest } = opts;
+    const manifest = await this.manager.getManifest(contentId, grantTtlMs);
     const started = Date.now();
-    const stream = downloadManifest(manifest, { pool: this.pool, ...opts }) as Readable & { stats: DownloadStats; manifest: Manifest };
+    // A grant that expires mid-download is renewed with a fresh manifest (same caller).
+    const renewManifest = (): Promise<Manifest> => this.manager.getManifest(contentId, grantTtlMs);
+    const stream = downloadManifest(manifest, { pool: this.pool, renewManifest, ...rest }) as Readable & { stats: DownloadStats; manifest: Manifest };
     stream.manifest = manifest;
     stream.once("end", () => {
       void this.manager.reportDownload(contentId, stream.stats.bytes, Date.now() - started, randomUUID()).catch(() => undefined);

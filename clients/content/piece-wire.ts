@@ -8,12 +8,30 @@
  */
 import type { GetPieceResponse } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 
-/** Bytes reserved in front of a chunk for its protobuf header (tag + varint length). */
-export const PIECE_HEADROOM = 8;
+/**
+ * Bytes reserved in front of a chunk: its protobuf header (tag + varint length, at most
+ * 6 bytes) and, in front of that, the 5-byte gRPC message prefix (see `framed`).
+ */
+export const PIECE_HEADROOM = 16;
 
 /** A response whose encoding is already in `encoded` (see allocPieceChunk). */
 export interface EncodedPieceResponse extends GetPieceResponse {
   encoded?: Buffer;
+}
+
+/**
+ * The gRPC length-prefixed message (flag 0 = uncompressed, 4-byte big-endian length,
+ * then the protobuf bytes) of a response from `finishPieceChunk`, written into the
+ * headroom in front of its encoding: the whole frame is one view of the chunk buffer,
+ * so it can go to the HTTP/2 stream without being copied.
+ */
+export function framed(res: EncodedPieceResponse & { encoded: Buffer }): Buffer {
+  const enc = res.encoded;
+  if (enc.byteOffset < 5) throw new RangeError("no room for the gRPC prefix in front of this message");
+  const frame = Buffer.from(enc.buffer, enc.byteOffset - 5, enc.length + 5);
+  frame[0] = 0;
+  frame.writeUInt32BE(enc.length, 1);
+  return frame;
 }
 
 function varintLength(n: number): number {
@@ -43,7 +61,7 @@ export function allocPieceChunk(size: number): Buffer {
 }
 
 /** The response for `n` payload bytes read into `buf` at PIECE_HEADROOM. */
-export function finishPieceChunk(buf: Buffer, n: number, totalSize: number): EncodedPieceResponse {
+export function finishPieceChunk(buf: Buffer, n: number, totalSize: number): EncodedPieceResponse & { encoded: Buffer } {
   const head = 1 + varintLength(n);
   const start = PIECE_HEADROOM - head;
   buf[start] = 0x0a; // field 1, length-delimited
@@ -62,7 +80,7 @@ export function serializePieceResponse(v: EncodedPieceResponse): Buffer {
   if (v.encoded) return v.encoded;
   const buf = allocPieceChunk(v.data.length);
   buf.set(v.data, PIECE_HEADROOM);
-  return finishPieceChunk(buf, v.data.length, v.totalSize).encoded as Buffer;
+  return finishPieceChunk(buf, v.data.length, v.totalSize).encoded;
 }
 
 /** Deserializer of GetPieceResponse: `data` is a view into the received message. */

@@ -120,22 +120,25 @@ export class PieceStore {
   /**
    * The piece as ready-encoded GetPieceResponse messages of up to `chunkBytes` payload
    * each, read from disk straight into the message buffers (no copy). The first carries
-   * `totalSize`. Throws PieceTruncatedError when the file is shorter than recorded.
+   * `totalSize`; `buffer` is the whole buffer behind the message. Buffers come from `pool`
+   * when given (the caller gives each back once the transport is done with it), else are
+   * allocated. Throws PieceTruncatedError when the
+   * file is shorter than recorded.
    */
-  async *readResponses(id: string, chunkBytes: number, size: number): AsyncGenerator<EncodedPieceResponse> {
+  async *readResponses(id: string, chunkBytes: number, size: number, pool?: ChunkPool): AsyncGenerator<EncodedPieceResponse & { encoded: Buffer; buffer: Buffer }> {
     const fh = await open(this.path(id), "r");
     try {
       let pos = 0;
       while (pos < size) {
         const want = Math.min(chunkBytes, size - pos);
-        const buf = allocPieceChunk(want);
+        const buf = pool && want <= pool.chunkBytes ? pool.take() : allocPieceChunk(want);
         let n = 0;
         while (n < want) {
           const { bytesRead } = await fh.read(buf, PIECE_HEADROOM + n, want - n, pos + n);
           if (bytesRead === 0) throw new PieceTruncatedError(`piece file ${id} is shorter than its recorded ${size} bytes`);
           n += bytesRead;
         }
-        yield finishPieceChunk(buf, n, pos === 0 ? size : 0);
+        yield Object.assign(finishPieceChunk(buf, n, pos === 0 ? size : 0), { buffer: buf });
         pos += n;
       }
     } finally {
@@ -186,5 +189,31 @@ export class PieceStore {
   /** Path of a piece file (tests that tamper with it). */
   filePath(id: string): string {
     return this.path(id);
+  }
+}
+
+/**
+ * Reusable message buffers for piece chunks: a node serving at loopback speed otherwise
+ * allocates a fresh MiB-sized buffer per chunk, and that external memory churn makes V8
+ * run a full mark-compact every few dozen MiB served.
+ */
+export class ChunkPool {
+  private readonly free: Buffer[] = [];
+
+  constructor(
+    /** Largest payload a pooled buffer holds. */
+    readonly chunkBytes: number,
+    /** Buffers kept for reuse at most. */
+    private readonly keep = 16,
+  ) {}
+
+  /** A buffer for up to `chunkBytes` payload bytes at PIECE_HEADROOM. */
+  take(): Buffer {
+    return this.free.pop() ?? allocPieceChunk(this.chunkBytes);
+  }
+
+  /** Gives back a buffer from `take` that nothing refers to any more. */
+  give(buf: Buffer): void {
+    if (this.free.length < this.keep && buf.length === PIECE_HEADROOM + this.chunkBytes + 6) this.free.push(buf);
   }
 }

@@ -17,8 +17,10 @@ import { bytes, hostPort } from "../runtime/units.js";
 import { badField, ContentNotFoundError, NodeFullError, NodeUnavailableError, PieceCorruptError } from "./errors.js";
 import { GrantVerifier, grantPublicKeysSchema } from "./grant.js";
 import { Pacer } from "./pacer.js";
-import { PieceStore, PieceTruncatedError } from "./piece-store.js";
-import { serializePieceResponse } from "../../clients/content/piece-wire.js";
+import { ChunkPool, PieceStore, PieceTruncatedError } from "./piece-store.js";
+import { framed, serializePieceResponse } from "../../clients/content/piece-wire.js";
+import { openDirect } from "./direct-stream.js";
+import type { ServerWritableStream } from "@grpc/grpc-js";
 
 // Paced nodes send small chunks so pacing stays smooth; unpaced ones larger chunks, which
 // halves the per-message cost of a piece stream.
@@ -51,6 +53,8 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
     const pieces = await PieceStore.open(join(ctx.config.dataDir, "pieces"), ctx.store, cfg.capacity);
     const grants = new GrantVerifier(cfg.grantKeys);
     const pacer = new Pacer(cfg.bandwidthLimit);
+    const chunkBytes = cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES;
+    const chunkPool = new ChunkPool(chunkBytes);
     const peers = new NodeClientPool(ctx.channel);
     let served = 0;
     let streaming = 0;
@@ -90,16 +94,44 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         // nodes never see) and peers re-hash what they copy; HasPieces(verify) and the
         // repair pass check files at rest.
         streaming++;
+        // Chunks go to the HTTP/2 stream as complete gRPC messages (direct-stream.ts), from
+        // pooled buffers given back once the stream is done with them; two messages may
+        // be in flight per stream, so reading the next chunk overlaps sending this one.
+        const inflight: Promise<void>[] = [];
+        const signal = call.signal;
+        const raw = rawCalls.get(req);
+        const direct = raw ? openDirect(raw) : undefined;
         try {
-          for await (const msg of pieces.readResponses(req.pieceId, cfg.bandwidthLimit > 0 ? PACED_CHUNK_BYTES : CHUNK_BYTES, rec.size)) {
-            await pacer.take(msg.data.length, call.signal);
-            await sink.send(msg);
+          for await (const msg of pieces.readResponses(req.pieceId, chunkBytes, rec.size, chunkPool)) {
+            await pacer.take(msg.data.length, signal);
+            if (signal.aborted) throw signal.reason;
+            const sent = new Promise<void>((resolve, reject) => {
+              // grpc-js never calls back for a message written after the call was
+              // cancelled: the abort settles it instead (the buffer is then dropped).
+              const onAbort = (): void => reject(signal.reason);
+              signal.addEventListener("abort", onAbort, { once: true });
+              const done = (err?: Error | null): void => {
+                signal.removeEventListener("abort", onAbort);
+                if (err) reject(err);
+                else {
+                  chunkPool.give(msg.buffer);
+                  resolve();
+                }
+              };
+              if (direct) direct.write(framed(msg), done);
+              else sink.write(msg, done);
+            });
+            sent.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+            inflight.push(sent);
             served += msg.data.length;
+            if (inflight.length >= 2) await inflight.shift();
           }
+          await Promise.all(inflight);
         } catch (err) {
           if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${req.pieceId} is shorter than recorded`);
           throw err;
         } finally {
+          direct?.close();
           streaming--;
         }
       },
@@ -176,6 +208,14 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       } finally {
         manager.close();
       }
+    };
+
+    // The grpc-js call behind each GetPiece request, for the direct path.
+    const rawCalls = new WeakMap<object, ServerWritableStream<unknown, unknown>>();
+    const getPiece = service.implementation["getPiece"] as (call: ServerWritableStream<unknown, unknown>) => void;
+    service.implementation["getPiece"] = (call: ServerWritableStream<unknown, unknown>) => {
+      rawCalls.set(call.request as object, call);
+      getPiece(call);
     };
 
     return {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { status as Status } from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
-import { decryptPiece, DistributionNodeClient, PieceAuthError, PieceUnavailableError } from "../../clients/content/index.js";
+import { decryptPiece, DistributionNodeClient, downloadManifest, PieceAuthError, PieceUnavailableError } from "../../clients/content/index.js";
 import { parseRichError } from "../../clients/grpc/index.js";
 import { generateGrantKey, GrantSigner } from "../../servers/content/grant.js";
 import type { PieceStore } from "../../servers/content/piece-store.js";
@@ -143,6 +143,40 @@ describe("DistributionNodeService", () => {
       const wrong = Buffer.from(p.key);
       wrong[0] = (wrong[0] ?? 0) ^ 1;
       assert.throws(() => decryptPiece(stored, wrong, p.nonce), PieceAuthError);
+    });
+  });
+});
+
+describe("content downloader", () => {
+  describe("grant expiry", () => {
+    /** Reads the first chunk, waits until the grant has expired, then reads the rest. */
+    const readPastExpiry = async (stream: AsyncIterable<Buffer>, waitMs: number): Promise<Buffer> => {
+      const out: Buffer[] = [];
+      for await (const b of stream) {
+        if (out.length === 0) await new Promise((r) => setTimeout(r, waitMs));
+        out.push(b);
+      }
+      return Buffer.concat(out);
+    };
+
+    it("renews an expired grant with a fresh manifest and finishes byte-exactly", async () => {
+      const c = await startContentCluster(2);
+      const data = testBytes(8 * 64 * 1024 + 17);
+      const content = await c.client.upload("renew", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
+      // One piece at a time, at most one ahead: most pieces are asked for after the wait.
+      const s = await c.client.download(content.contentId, { grantTtlMs: 1000, concurrency: 1, window: 1 });
+      const got = await readPastExpiry(s, 1500);
+      assert.ok(got.equals(data));
+      assert.ok(s.stats.renewals >= 1, `renewals: ${s.stats.renewals}`);
+      assert.equal(s.stats.failovers, 0);
+    });
+
+    it("fails the pieces still to fetch with GRANT_EXPIRED when it cannot renew", async () => {
+      const c = await startContentCluster(2);
+      const content = await c.client.upload("norenew", chunks(testBytes(8 * 64 * 1024)), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
+      const m = await c.client.manager.getManifest(content.contentId, 1000);
+      const s = downloadManifest(m, { concurrency: 1, window: 1, maxRounds: 1 });
+      await assert.rejects(readPastExpiry(s, 1500), (err: Error) => err instanceof PieceUnavailableError && /GRANT_EXPIRED|expired/.test(err.message));
     });
   });
 });

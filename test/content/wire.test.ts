@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { GetPieceResponse } from "../../gen/switchyard/content/v1/distribution_node_service.js";
-import { allocPieceChunk, deserializePieceResponse, finishPieceChunk, PIECE_HEADROOM, serializePieceResponse } from "../../clients/content/piece-wire.js";
+import { allocPieceChunk, deserializePieceResponse, finishPieceChunk, framed, PIECE_HEADROOM, serializePieceResponse } from "../../clients/content/piece-wire.js";
 
 describe("piece wire codec", () => {
   describe("serializePieceResponse", () => {
@@ -18,6 +18,23 @@ describe("piece wire codec", () => {
             assert.equal(dec.totalSize, totalSize);
           }
         }
+      }
+    });
+  });
+  describe("framed", () => {
+    it("is the gRPC length-prefixed message of the encoding, in the same buffer", () => {
+      for (const n of [0, 127, 128, 1 << 20]) {
+        const data = randomBytes(n);
+        const buf = allocPieceChunk(n);
+        data.copy(buf, PIECE_HEADROOM);
+        const res = finishPieceChunk(buf, n, n + 7);
+        const frame = framed(res);
+        assert.equal(frame.buffer, buf.buffer);
+        assert.equal(frame[0], 0);
+        assert.equal(frame.readUInt32BE(1), frame.length - 5);
+        const dec = GetPieceResponse.decode(frame.subarray(5));
+        assert.ok(Buffer.from(dec.data).equals(data));
+        assert.equal(dec.totalSize, n + 7);
       }
     });
   });
