@@ -32,7 +32,7 @@ const schema = z.strictObject({
     .strictObject({
       processes: z.number().int().min(1).max(64).optional().describe("render child processes; default: the number of CPU cores"),
       memoryLimitBytes: bytes().default(1024 ** 3).describe("OS memory limit (RLIMIT_DATA) of each render process; default 1GiB; 0 disables"),
-      pagesPerProcess: z.number().int().min(1).default(100).describe("pages a render process renders before it is replaced; default 100"),
+      pagesPerProcess: z.number().int().min(1).default(1000).describe("pages a render process renders before it is replaced; default 1000"),
       pageTimeoutMs: duration().default(60_000).describe("time one page may take before its process is killed; default 60s"),
       openTimeoutMs: duration().default(30_000).describe("time opening a document may take; default 30s"),
     })

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- print [PAGES]`: PDF→JPEG conversion of the print workers against
+ * `npm run bench -- print [PAGES] [cpu]` (`cpu`: only the CPU and memory rows): PDF→JPEG conversion of the print workers against
  * poppler's `pdftoppm -jpeg`, on the same files and DPI, in the same run.
  *
  * Rows:
@@ -53,7 +53,12 @@ async function startNode(dir: string, id: string, role: string, section: Record<
   const key = role.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ node: { id, role, listen: "127.0.0.1:0", dataDir: join(dir, id) }, log: { level: "warn" }, metrics: { listen: "" }, [key]: section }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // PRINT_BENCH_CPU_PROF=DIR: each node writes a V8 CPU profile there when it stops;
+  // PRINT_BENCH_NODE_ARGS: more node options for the nodes (e.g. --trace-gc).
+  const prof = process.env.PRINT_BENCH_CPU_PROF;
+  const more = process.env.PRINT_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const execArgv = [...process.execArgv, ...more, ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${id}.cpuprofile`] : [])];
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv });
   const ready = await new Promise<ReadyMessage>((resolve, reject) => {
     child.on("message", (m: ReadyMessage) => m?.type === "ready" && resolve(m));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
@@ -68,15 +73,15 @@ async function stopNode(n: Node): Promise<void> {
   await gone;
 }
 
-function stat(pid: number): { cpu: number; rssKb: number } {
+function stat(pid: number): { cpu: number; own: number; sys: number; rssKb: number } {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
     const num = (i: number): number => Number(f[i - 3]);
     // utime(14) stime(15) cutime(16) cstime(17), rss(24) in pages
-    return { cpu: (num(14) + num(15) + num(16) + num(17)) / TICK, rssKb: num(24) * 4 };
+    return { cpu: (num(14) + num(15) + num(16) + num(17)) / TICK, own: (num(14) + num(15)) / TICK, sys: num(15) / TICK, rssKb: num(24) * 4 };
   } catch {
-    return { cpu: 0, rssKb: 0 };
+    return { cpu: 0, own: 0, sys: 0, rssKb: 0 };
   }
 }
 
@@ -163,7 +168,9 @@ async function convertAll(worker: PrintConversionServiceClient, files: string[],
 }
 
 export default async function print(args: string[]): Promise<BenchRow[]> {
-  const docPages = Number(args[0] ?? 40);
+  const docPages = Number(args.find((a) => /^\d+$/.test(a)) ?? 40);
+  // `cpu`: only the CPU and memory rows (a shorter run while iterating).
+  const cpuOnly = args.includes("cpu");
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-print-"));
   const rows: BenchRow[] = [];
   const nodes: Node[] = [];
@@ -195,6 +202,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     for (const dpi of [150, 300]) {
       // Ours: CPU of the worker tree over the whole corpus.
       const c0 = tree(worker.pid).cpu;
+      const { own: own0, sys: sys0 } = stat(worker.pid);
       let sampling = true;
       const sampler = (async () => {
         while (sampling) {
@@ -214,6 +222,8 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
       await sampler;
       // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
       const cpuOurs = tree(worker.pid).cpu - c0;
+      const cpuWorker = stat(worker.pid).own - own0;
+      const sysWorker = stat(worker.pid).sys - sys0;
       // Anchor: pdftoppm on the same files.
       let cpuRef = 0;
       let wallRef = 0;
@@ -224,6 +234,10 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
         wallRef += r.ms;
         rssRef = Math.max(rssRef, r.maxRssKb);
       }
+      const perPage = (cpu: number, n: number): string => ((cpu * 1000) / n).toFixed(1);
+      process.stderr.write(
+        `${dpi} dpi: ${pages} pages, ${perPage(cpuOurs, pages)} ms CPU a page (worker process ${perPage(cpuWorker, pages)} of which system ${perPage(sysWorker, pages)}, render processes ${perPage(cpuOurs - cpuWorker, pages)}); pdftoppm ${perPage(cpuRef, total)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+      );
       rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
       if (dpi === 150) {
         // Wall clock: pdftoppm as two processes over the two halves of each file.
@@ -245,6 +259,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     wc.close();
     await stopNode(worker);
     nodes.splice(nodes.indexOf(worker), 1);
+    if (cpuOnly) return rows;
 
     // Scaling: 1 vs 2 workers with one render process each, jobs through the job service.
     const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
