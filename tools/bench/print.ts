@@ -169,8 +169,9 @@ async function convertAll(worker: PrintConversionServiceClient, files: string[],
 
 export default async function print(args: string[]): Promise<BenchRow[]> {
   const docPages = Number(args.find((a) => /^\d+$/.test(a)) ?? 40);
-  // `cpu`: only the CPU and memory rows (a shorter run while iterating).
-  const cpuOnly = args.includes("cpu");
+  // `cpu`: only the CPU and memory rows; `scaling`: only two_worker_scaling (shorter runs
+  // while iterating).
+  const only = args.find((a) => a === "cpu" || a === "scaling");
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-print-"));
   const rows: BenchRow[] = [];
   const nodes: Node[] = [];
@@ -191,75 +192,77 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     const store = await startNode(dir, "bstore", "print-store", {});
     nodes.push(store);
     const cores = cpus().length;
-    const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
-    nodes.push(worker);
-    const wc = dial(PrintConversionServiceClient, worker.address);
-    // Warm both render processes (pdf.js loads once per process).
-    await convertAll(wc, [files[0] as string, files[1] as string], 72, "warm", 2);
+    if (only !== "scaling") {
+      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
+      nodes.push(worker);
+      const wc = dial(PrintConversionServiceClient, worker.address);
+      // Warm both render processes (pdf.js loads once per process).
+      await convertAll(wc, [files[0] as string, files[1] as string], 72, "warm", 2);
 
-    let peakRss = 0;
-    let peakPss = 0;
-    for (const dpi of [150, 300]) {
-      // Ours: CPU of the worker tree over the whole corpus.
-      const c0 = tree(worker.pid).cpu;
-      const { own: own0, sys: sys0 } = stat(worker.pid);
-      let sampling = true;
-      const sampler = (async () => {
-        while (sampling) {
-          if (dpi === 300) {
-            // Read by this process: the kernel time of reading smaps is not the worker's.
-            const t = tree(worker.pid, true);
-            peakRss = Math.max(peakRss, t.rssKb);
-            peakPss = Math.max(peakPss, t.pssKb);
+      let peakRss = 0;
+      let peakPss = 0;
+      for (const dpi of [150, 300]) {
+        // Ours: CPU of the worker tree over the whole corpus.
+        const c0 = tree(worker.pid).cpu;
+        const { own: own0, sys: sys0 } = stat(worker.pid);
+        let sampling = true;
+        const sampler = (async () => {
+          while (sampling) {
+            if (dpi === 300) {
+              // Read by this process: the kernel time of reading smaps is not the worker's.
+              const t = tree(worker.pid, true);
+              peakRss = Math.max(peakRss, t.rssKb);
+              peakPss = Math.max(peakPss, t.pssKb);
+            }
+            await new Promise((r) => setTimeout(r, 100));
           }
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })();
-      const t0 = performance.now();
-      const pages = await convertAll(wc, files, dpi, `d${dpi}`, 2);
-      const wallOurs = performance.now() - t0;
-      sampling = false;
-      await sampler;
-      // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
-      const cpuOurs = tree(worker.pid).cpu - c0;
-      const cpuWorker = stat(worker.pid).own - own0;
-      const sysWorker = stat(worker.pid).sys - sys0;
-      // Anchor: pdftoppm on the same files.
-      let cpuRef = 0;
-      let wallRef = 0;
-      let rssRef = 0;
-      for (const f of files) {
-        const r = await timed("pdftoppm", ["-jpeg", "-r", String(dpi), "-cropbox", f, join(dir, "ref")]);
-        cpuRef += r.cpu;
-        wallRef += r.ms;
-        rssRef = Math.max(rssRef, r.maxRssKb);
-      }
-      const perPage = (cpu: number, n: number): string => ((cpu * 1000) / n).toFixed(1);
-      process.stderr.write(
-        `${dpi} dpi: ${pages} pages, ${perPage(cpuOurs, pages)} ms CPU a page (worker process ${perPage(cpuWorker, pages)} of which system ${perPage(sysWorker, pages)}, render processes ${perPage(cpuOurs - cpuWorker, pages)}); pdftoppm ${perPage(cpuRef, total)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
-      );
-      rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
-      if (dpi === 150) {
-        // Wall clock: pdftoppm as two processes over the two halves of each file.
-        const t1 = performance.now();
+        })();
+        const t0 = performance.now();
+        const pages = await convertAll(wc, files, dpi, `d${dpi}`, 2);
+        const wallOurs = performance.now() - t0;
+        sampling = false;
+        await sampler;
+        // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
+        const cpuOurs = tree(worker.pid).cpu - c0;
+        const cpuWorker = stat(worker.pid).own - own0;
+        const sysWorker = stat(worker.pid).sys - sys0;
+        // Anchor: pdftoppm on the same files.
+        let cpuRef = 0;
+        let wallRef = 0;
+        let rssRef = 0;
         for (const f of files) {
-          const n = pageCount(f);
-          const half = Math.ceil(n / 2);
-          const parts = n > 1 ? [["-f", "1", "-l", String(half)], ["-f", String(half + 1), "-l", String(n)]] : [[]];
-          await Promise.all(parts.map((p) => timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", ...p, f, join(dir, `p${p[1] ?? 0}`)])));
+          const r = await timed("pdftoppm", ["-jpeg", "-r", String(dpi), "-cropbox", f, join(dir, "ref")]);
+          cpuRef += r.cpu;
+          wallRef += r.ms;
+          rssRef = Math.max(rssRef, r.maxRssKb);
         }
-        const wall2 = performance.now() - t1;
-        rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
-        void wallRef;
-      } else {
-        rows.push(row("worker_rss_mb_300dpi", "MB (Σ PSS)", peakPss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
-        rows.push(row("worker_rss_sum_mb_300dpi", "MB (Σ RSS)", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+        const perPage = (cpu: number, n: number): string => ((cpu * 1000) / n).toFixed(1);
+        process.stderr.write(
+          `${dpi} dpi: ${pages} pages, ${perPage(cpuOurs, pages)} ms CPU a page (worker process ${perPage(cpuWorker, pages)} of which system ${perPage(sysWorker, pages)}, render processes ${perPage(cpuOurs - cpuWorker, pages)}); pdftoppm ${perPage(cpuRef, total)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+        );
+        rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
+        if (dpi === 150) {
+          // Wall clock: pdftoppm as two processes over the two halves of each file.
+          const t1 = performance.now();
+          for (const f of files) {
+            const n = pageCount(f);
+            const half = Math.ceil(n / 2);
+            const parts = n > 1 ? [["-f", "1", "-l", String(half)], ["-f", String(half + 1), "-l", String(n)]] : [[]];
+            await Promise.all(parts.map((p) => timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", ...p, f, join(dir, `p${p[1] ?? 0}`)])));
+          }
+          const wall2 = performance.now() - t1;
+          rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
+          void wallRef;
+        } else {
+          rows.push(row("worker_rss_mb_300dpi", "MB (Σ PSS)", peakPss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+          rows.push(row("worker_rss_sum_mb_300dpi", "MB (Σ RSS)", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+        }
       }
+      wc.close();
+      await stopNode(worker);
+      nodes.splice(nodes.indexOf(worker), 1);
     }
-    wc.close();
-    await stopNode(worker);
-    nodes.splice(nodes.indexOf(worker), 1);
-    if (cpuOnly) return rows;
+    if (only === "cpu") return rows;
 
     // Scaling: 1 vs 2 workers with one render process each, jobs through the job service.
     const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
@@ -268,12 +271,19 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     const scaleFiles = [files[0], files[1], files[0], files[1]] as string[];
     const through = async (addrs: string[], tag: string): Promise<number> => {
       const clients = addrs.map((a) => dial(PrintConversionServiceClient, a));
+      const cpu0 = [tree(w1.pid).cpu, tree(w2.pid).cpu, tree(store.pid).cpu, process.cpuUsage()] as const;
       const t = performance.now();
       const per = Math.ceil(scaleFiles.length / clients.length);
       const counts = await Promise.all(clients.map((c, i) => convertAll(c, scaleFiles.slice(i * per, (i + 1) * per), 150, `${tag}${i}`, 1)));
       const ms = performance.now() - t;
       clients.forEach((c) => c.close());
-      return (counts.reduce((a, b) => a + b, 0) * 1000) / ms;
+      const pages = counts.reduce((a, b) => a + b, 0);
+      const me = process.cpuUsage(cpu0[3]);
+      const each = (cpu: number): string => ((cpu * 1000) / pages).toFixed(1);
+      process.stderr.write(
+        `scaling ${tag}: ${pages} pages in ${ms.toFixed(0)} ms; CPU ms a page: worker 1 ${each(tree(w1.pid).cpu - cpu0[0])}, worker 2 ${each(tree(w2.pid).cpu - cpu0[1])}, store ${each(tree(store.pid).cpu - cpu0[2])}, bench client ${each((me.user + me.system) / 1e6)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+      );
+      return (pages * 1000) / ms;
     };
     await through([w1.address, w2.address], "warm2");
     const one = await through([w1.address], "one");
@@ -291,6 +301,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
       return performance.now() - t;
     })();
     rows.push(row("two_worker_scaling", "× one worker", two / one, refOne / refTwo, "pdftoppm 2 processes / 1", true));
+    if (only === "scaling") return rows;
 
     // End to end through the job service and a printer.
     const jobsNode = await startNode(dir, "bjobs", "print-jobs", { workers: [w1.address, w2.address], balancing: "least_loaded" });
