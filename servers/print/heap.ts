@@ -8,8 +8,8 @@
  * mark-compact (plus concurrent marking) ran every ~5 pages: most of these processes' own
  * CPU a page. A limit further above the live size (heap growing 150 %) makes it one every
  * ~13 pages (the worker's own CPU a page halves) for ~50 MB more RSS at most. The flag is
- * process-wide (the role config
- * `heapGrowingPercent`, 0 to leave V8's default, e.g. for nodes run inside a test process).
+ * process-wide (role config `heapGrowingPercent`; 0 leaves V8's default, e.g. for nodes run
+ * inside a test process).
  */
 import { setFlagsFromString } from "node:v8";
 
