@@ -10,6 +10,7 @@ import { PrintStoreServiceService } from "../../gen/switchyard/print/v1/print_st
 import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration, hostPort } from "../runtime/units.js";
 import { badField } from "./errors.js";
+import { relaxOldGenerationLimit } from "./heap.js";
 import { sessionKey } from "./settings.js";
 import { PrintStore } from "./store.js";
 
@@ -19,6 +20,7 @@ const schema = z.strictObject({
   sessionTtlMs: duration().default(86_400_000).describe("sessions untouched this long are removed; default 24h"),
   sweepIntervalMs: duration().default(60_000).describe("how often abandoned sessions are looked for; default 1m"),
   publicAddress: hostPort().optional().describe("address printers dial for pages (in metafile URLs); default: the node's advertised address"),
+  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 300"),
 });
 
 /** Resolved print-store options. */
@@ -44,6 +46,8 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
   configSchema: schema,
   create: async (ctx) => {
     const cfg = ctx.config.roleConfig;
+    // Every page passes through this heap as a short-lived buffer (see heap.ts).
+    relaxOldGenerationLimit(cfg.heapGrowingPercent);
     const store = new PrintStore(ctx.store, {
       tokenTtlMs: cfg.tokenTtlMs,
       maxDocumentBytes: cfg.maxDocumentBytes,

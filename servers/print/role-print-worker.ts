@@ -23,16 +23,18 @@ import { bytes, duration, hostPort } from "../runtime/units.js";
 import { convertPdf } from "./convert.js";
 import { compileAllowList, download } from "./download.js";
 import { badField, DocumentNotDownloadedError, DownloadErrors, fromStoreError } from "./errors.js";
+import { relaxOldGenerationLimit } from "./heap.js";
 import { RenderPool } from "./render/pool.js";
 import { resolveSettings, sessionKey } from "./settings.js";
 
 const schema = z.strictObject({
   store: hostPort().describe("address of the print-store node (required)"),
+  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 300"),
   render: z
     .strictObject({
       processes: z.number().int().min(1).max(64).optional().describe("render child processes; default: the number of CPU cores"),
       memoryLimitBytes: bytes().default(1024 ** 3).describe("OS memory limit (RLIMIT_DATA) of each render process; default 1GiB; 0 disables"),
-      pagesPerProcess: z.number().int().min(1).default(100).describe("pages a render process renders before it is replaced; default 100"),
+      pagesPerProcess: z.number().int().min(1).default(1000).describe("pages a render process renders before it is replaced; default 1000"),
       pageTimeoutMs: duration().default(60_000).describe("time one page may take before its process is killed; default 60s"),
       openTimeoutMs: duration().default(30_000).describe("time opening a document may take; default 30s"),
     })
@@ -73,6 +75,7 @@ export const printWorkerRole: RoleDefinition<PrintWorkerConfig> = {
     }
     const workerId = ctx.config.node.id;
     const size = cfg.render.processes ?? cpus().length;
+    relaxOldGenerationLimit(cfg.heapGrowingPercent);
     const pool = new RenderPool({
       size,
       memoryLimitBytes: cfg.render.memoryLimitBytes,

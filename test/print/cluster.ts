@@ -49,10 +49,11 @@ export async function startPrintCluster(o: PrintClusterOptions = {}): Promise<Pr
     nodes.push(n);
     return n;
   };
-  const store = await start(printStoreRole, "pstore", { ...o.store });
+  // In-process nodes: leave the test process's GC heuristics alone (heap.ts).
+  const store = await start(printStoreRole, "pstore", { heapGrowingPercent: 0, ...o.store });
   const workers: RunningNode[] = [];
   for (let i = 1; i <= (o.workers ?? 2); i++) {
-    workers.push(await start(printWorkerRole, `pworker-${i}`, { store: store.address, render: { processes: 1, pageTimeoutMs: "60s" }, ...o.worker }));
+    workers.push(await start(printWorkerRole, `pworker-${i}`, { store: store.address, heapGrowingPercent: 0, render: { processes: 1, pageTimeoutMs: "60s" }, ...o.worker }));
   }
   const jobs = await start(printJobsRole, "pjobs", { workers: workers.map((w) => w.address), balancing: o.balancing ?? "round_robin", ...o.jobs });
   return {

@@ -4,8 +4,11 @@
  * Thresholds, and why:
  * - Global: after a 4× area downscale (which averages away anti-aliasing and the
  *   sub-pixel glyph placement in which any two renderers differ), the mean absolute grey
- *   difference stays ≤ 8 of 255. Measured here: 1.4–6.0 on these pages. A missing line of
- *   text or image moves it far more.
+ *   difference stays ≤ 8 of 255. Measured here: 0.3–5.9 on these pages (text is drawn with
+ *   fillText from the font programs pdf.js builds, through Skia's glyph cache; its
+ *   anti-aliasing comes out a little lighter than poppler's, most in small text at 150 DPI:
+ *   tiles of body text at 0.75–0.86 × the reference's ink; glyph paths were 0.88–0.92 ×
+ *   with global 1.4–6.0). A missing line of text or image moves it far more.
  * - Local, per tile of 0.5 × 0.5 in where the reference has ≥ 5 % ink: our ink is at
  *   least 0.3 × the reference (a missing glyph run, image or drawing leaves ≈ 0) and at
  *   most 1.5 × (nothing drawn grossly heavier). Smaller tiles mostly measure where two
@@ -24,7 +27,7 @@ import { join } from "node:path";
 import { convertPdf } from "../../servers/print/convert.js";
 import { RenderPool } from "../../servers/print/render/pool.js";
 import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
-import { cjkPdf, embeddedCjkPdf, encryptedPdf, imagePdf, mixedPdf, textPdf, vectorPdf } from "../../tools/fixtures/pdfs.js";
+import { cjkPdf, embeddedCjkPdf, encryptedPdf, fontStylesPdf, imagePdf, mixedPdf, textPdf, vectorPdf } from "../../tools/fixtures/pdfs.js";
 import { tempDir, testLogger } from "../helpers/nodes.js";
 import { compare, grey, type Grey } from "./fidelity-compare.js";
 
@@ -68,6 +71,10 @@ describe("rendering fidelity vs pdftoppm", function () {
     ["encrypted", async () => encryptedPdf("pw", "owner"), "pw"],
     ["CJK with non-embedded CIDFonts and predefined CMaps", async () => cjkPdf(), ""],
     ["CJK in an embedded subset TrueType font", embeddedCjkPdf, ""],
+    // Text is drawn with fillText from the font programs pdf.js builds (not glyph paths):
+    // italic, bold and embedded programs must come out as their outlines are, never styled
+    // a second time.
+    ["font styles", fontStylesPdf, ""],
   ];
   for (const dpi of [150, 300]) {
     for (const [name, make, password] of corpus) {

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- print [PAGES]`: PDF→JPEG conversion of the print workers against
+ * `npm run bench -- print [PAGES] [cpu]` (`cpu`: only the CPU and memory rows): PDF→JPEG conversion of the print workers against
  * poppler's `pdftoppm -jpeg`, on the same files and DPI, in the same run.
  *
  * Rows:
@@ -8,8 +8,9 @@
  *   CPU-second (user + sys from /usr/bin/time).
  * - pages_per_s_150dpi: wall-clock pages/s of one worker (render processes = cores) vs
  *   pdftoppm run as two processes on halves of each file.
- * - two_worker_scaling: throughput of two workers (one render process each, jobs spread by
- *   the job service's least-loaded balancer) over one; anchor: pdftoppm 2 processes over 1.
+ * - two_worker_scaling: throughput of two workers (one render process each, each given half
+ *   the jobs) over one; anchor: pdftoppm 2 processes over 1. Median of three rounds that
+ *   alternate one and two, ours and pdftoppm's in the same round.
  * - first_page_ms: SubmitJob until page 1 is fetchable by the printer; anchor: pdftoppm
  *   producing page 1 alone.
  * - job_20_pages_ms: a 20-page job end to end (submit → printer fetched every page → job
@@ -39,7 +40,7 @@ import { PrintOutcome, runPrinter } from "../../clients/printer/index.js";
 import { imagePdf, mixedPdf, textPdf, vectorPdf } from "../fixtures/pdfs.js";
 import { nodeEntryPoint } from "../cluster/launcher.js";
 import type { ReadyMessage } from "../../servers/main.js";
-import { row, type BenchRow } from "./harness.js";
+import { median, row, type BenchRow } from "./harness.js";
 
 const TICK = 100; // clock ticks per second (Linux USER_HZ)
 
@@ -53,7 +54,12 @@ async function startNode(dir: string, id: string, role: string, section: Record<
   const key = role.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
   const file = join(dir, `${id}.yaml`);
   writeFileSync(file, toYaml({ node: { id, role, listen: "127.0.0.1:0", dataDir: join(dir, id) }, log: { level: "warn" }, metrics: { listen: "" }, [key]: section }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // PRINT_BENCH_CPU_PROF=DIR: each node writes a V8 CPU profile there when it stops;
+  // PRINT_BENCH_NODE_ARGS: more node options for the nodes (e.g. --trace-gc).
+  const prof = process.env.PRINT_BENCH_CPU_PROF;
+  const more = process.env.PRINT_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const execArgv = [...process.execArgv, ...more, ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${id}.cpuprofile`] : [])];
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv });
   const ready = await new Promise<ReadyMessage>((resolve, reject) => {
     child.on("message", (m: ReadyMessage) => m?.type === "ready" && resolve(m));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));
@@ -68,15 +74,15 @@ async function stopNode(n: Node): Promise<void> {
   await gone;
 }
 
-function stat(pid: number): { cpu: number; rssKb: number } {
+function stat(pid: number): { cpu: number; own: number; sys: number; rssKb: number } {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
     const num = (i: number): number => Number(f[i - 3]);
     // utime(14) stime(15) cutime(16) cstime(17), rss(24) in pages
-    return { cpu: (num(14) + num(15) + num(16) + num(17)) / TICK, rssKb: num(24) * 4 };
+    return { cpu: (num(14) + num(15) + num(16) + num(17)) / TICK, own: (num(14) + num(15)) / TICK, sys: num(15) / TICK, rssKb: num(24) * 4 };
   } catch {
-    return { cpu: 0, rssKb: 0 };
+    return { cpu: 0, own: 0, sys: 0, rssKb: 0 };
   }
 }
 
@@ -163,7 +169,10 @@ async function convertAll(worker: PrintConversionServiceClient, files: string[],
 }
 
 export default async function print(args: string[]): Promise<BenchRow[]> {
-  const docPages = Number(args[0] ?? 40);
+  const docPages = Number(args.find((a) => /^\d+$/.test(a)) ?? 40);
+  // `cpu`: only the CPU and memory rows; `scaling`: only two_worker_scaling (shorter runs
+  // while iterating).
+  const only = args.find((a) => a === "cpu" || a === "scaling");
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-print-"));
   const rows: BenchRow[] = [];
   const nodes: Node[] = [];
@@ -184,98 +193,136 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     const store = await startNode(dir, "bstore", "print-store", {});
     nodes.push(store);
     const cores = cpus().length;
-    const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
-    nodes.push(worker);
-    const wc = dial(PrintConversionServiceClient, worker.address);
-    // Warm both render processes (pdf.js loads once per process).
-    await convertAll(wc, [files[0] as string, files[1] as string], 72, "warm", 2);
+    if (only !== "scaling") {
+      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
+      nodes.push(worker);
+      const wc = dial(PrintConversionServiceClient, worker.address);
+      // Warm both render processes (pdf.js loads once per process).
+      await convertAll(wc, [files[0] as string, files[1] as string], 72, "warm", 2);
 
-    let peakRss = 0;
-    let peakPss = 0;
-    for (const dpi of [150, 300]) {
-      // Ours: CPU of the worker tree over the whole corpus.
-      const c0 = tree(worker.pid).cpu;
-      let sampling = true;
-      const sampler = (async () => {
-        while (sampling) {
-          if (dpi === 300) {
-            // Read by this process: the kernel time of reading smaps is not the worker's.
-            const t = tree(worker.pid, true);
-            peakRss = Math.max(peakRss, t.rssKb);
-            peakPss = Math.max(peakPss, t.pssKb);
+      let peakRss = 0;
+      let peakPss = 0;
+      for (const dpi of [150, 300]) {
+        // Ours: CPU of the worker tree over the whole corpus.
+        const c0 = tree(worker.pid).cpu;
+        const { own: own0, sys: sys0 } = stat(worker.pid);
+        let sampling = true;
+        const sampler = (async () => {
+          while (sampling) {
+            if (dpi === 300) {
+              // Read by this process: the kernel time of reading smaps is not the worker's.
+              const t = tree(worker.pid, true);
+              peakRss = Math.max(peakRss, t.rssKb);
+              peakPss = Math.max(peakPss, t.pssKb);
+            }
+            await new Promise((r) => setTimeout(r, 100));
           }
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })();
-      const t0 = performance.now();
-      const pages = await convertAll(wc, files, dpi, `d${dpi}`, 2);
-      const wallOurs = performance.now() - t0;
-      sampling = false;
-      await sampler;
-      // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
-      const cpuOurs = tree(worker.pid).cpu - c0;
-      // Anchor: pdftoppm on the same files.
-      let cpuRef = 0;
-      let wallRef = 0;
-      let rssRef = 0;
-      for (const f of files) {
-        const r = await timed("pdftoppm", ["-jpeg", "-r", String(dpi), "-cropbox", f, join(dir, "ref")]);
-        cpuRef += r.cpu;
-        wallRef += r.ms;
-        rssRef = Math.max(rssRef, r.maxRssKb);
-      }
-      rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
-      if (dpi === 150) {
-        // Wall clock: pdftoppm as two processes over the two halves of each file.
-        const t1 = performance.now();
+        })();
+        const t0 = performance.now();
+        const pages = await convertAll(wc, files, dpi, `d${dpi}`, 2);
+        const wallOurs = performance.now() - t0;
+        sampling = false;
+        await sampler;
+        // Children that were recycled are reaped into the worker's cutime; live ones counted directly.
+        const cpuOurs = tree(worker.pid).cpu - c0;
+        const cpuWorker = stat(worker.pid).own - own0;
+        const sysWorker = stat(worker.pid).sys - sys0;
+        // Anchor: pdftoppm on the same files.
+        let cpuRef = 0;
+        let wallRef = 0;
+        let rssRef = 0;
         for (const f of files) {
-          const n = pageCount(f);
-          const half = Math.ceil(n / 2);
-          const parts = n > 1 ? [["-f", "1", "-l", String(half)], ["-f", String(half + 1), "-l", String(n)]] : [[]];
-          await Promise.all(parts.map((p) => timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", ...p, f, join(dir, `p${p[1] ?? 0}`)])));
+          const r = await timed("pdftoppm", ["-jpeg", "-r", String(dpi), "-cropbox", f, join(dir, "ref")]);
+          cpuRef += r.cpu;
+          wallRef += r.ms;
+          rssRef = Math.max(rssRef, r.maxRssKb);
         }
-        const wall2 = performance.now() - t1;
-        rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
-        void wallRef;
-      } else {
-        rows.push(row("worker_rss_mb_300dpi", "MB (Σ PSS)", peakPss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
-        rows.push(row("worker_rss_sum_mb_300dpi", "MB (Σ RSS)", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+        const perPage = (cpu: number, n: number): string => ((cpu * 1000) / n).toFixed(1);
+        process.stderr.write(
+          `${dpi} dpi: ${pages} pages, ${perPage(cpuOurs, pages)} ms CPU a page (worker process ${perPage(cpuWorker, pages)} of which system ${perPage(sysWorker, pages)}, render processes ${perPage(cpuOurs - cpuWorker, pages)}); pdftoppm ${perPage(cpuRef, total)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+        );
+        rows.push(row(`pages_per_cpu_s_${dpi}dpi`, "pages/CPU-s", pages / cpuOurs, total / cpuRef, "pdftoppm -jpeg", true));
+        if (dpi === 150) {
+          // Wall clock: pdftoppm as two processes over the two halves of each file.
+          const t1 = performance.now();
+          for (const f of files) {
+            const n = pageCount(f);
+            const half = Math.ceil(n / 2);
+            const parts = n > 1 ? [["-f", "1", "-l", String(half)], ["-f", String(half + 1), "-l", String(n)]] : [[]];
+            await Promise.all(parts.map((p) => timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", ...p, f, join(dir, `p${p[1] ?? 0}`)])));
+          }
+          const wall2 = performance.now() - t1;
+          rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
+          void wallRef;
+        } else {
+          rows.push(row("worker_rss_mb_300dpi", "MB (Σ PSS)", peakPss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+          rows.push(row("worker_rss_sum_mb_300dpi", "MB (Σ RSS)", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
+        }
       }
+      wc.close();
+      await stopNode(worker);
+      nodes.splice(nodes.indexOf(worker), 1);
     }
-    wc.close();
-    await stopNode(worker);
-    nodes.splice(nodes.indexOf(worker), 1);
+    if (only === "cpu") return rows;
 
-    // Scaling: 1 vs 2 workers with one render process each, jobs through the job service.
+    // Scaling: 1 vs 2 workers with one render process each, each worker given half the jobs.
     const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
     const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, render: { processes: 1 } });
     nodes.push(w1, w2);
     const scaleFiles = [files[0], files[1], files[0], files[1]] as string[];
     const through = async (addrs: string[], tag: string): Promise<number> => {
       const clients = addrs.map((a) => dial(PrintConversionServiceClient, a));
+      const cpu0 = [tree(w1.pid).cpu, tree(w2.pid).cpu, tree(store.pid).cpu, process.cpuUsage()] as const;
       const t = performance.now();
       const per = Math.ceil(scaleFiles.length / clients.length);
       const counts = await Promise.all(clients.map((c, i) => convertAll(c, scaleFiles.slice(i * per, (i + 1) * per), 150, `${tag}${i}`, 1)));
       const ms = performance.now() - t;
       clients.forEach((c) => c.close());
-      return (counts.reduce((a, b) => a + b, 0) * 1000) / ms;
+      const pages = counts.reduce((a, b) => a + b, 0);
+      const me = process.cpuUsage(cpu0[3]);
+      const each = (cpu: number): string => ((cpu * 1000) / pages).toFixed(1);
+      process.stderr.write(
+        `scaling ${tag}: ${pages} pages in ${ms.toFixed(0)} ms; CPU ms a page: worker 1 ${each(tree(w1.pid).cpu - cpu0[0])}, worker 2 ${each(tree(w2.pid).cpu - cpu0[1])}, store ${each(tree(store.pid).cpu - cpu0[2])}, bench client ${each((me.user + me.system) / 1e6)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+      );
+      return (pages * 1000) / ms;
     };
     await through([w1.address, w2.address], "warm2");
-    const one = await through([w1.address], "one");
-    const two = await through([w1.address, w2.address], "two");
-    const refOne = await (async () => {
+    const refOne = async (): Promise<number> => {
       const t = performance.now();
       for (const f of scaleFiles) await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", f, join(dir, "s1")]);
-      return performance.now() - t;
-    })();
-    const refTwo = await (async () => {
+      return (scaleFiles.length * 1000) / (performance.now() - t);
+    };
+    const refTwo = async (): Promise<number> => {
       const t = performance.now();
-      await Promise.all([0, 1].map(async (k) => {
-        for (const f of scaleFiles.slice(k * 2, k * 2 + 2)) await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", f, join(dir, `s2${k}`)]);
-      }));
-      return performance.now() - t;
-    })();
-    rows.push(row("two_worker_scaling", "× one worker", two / one, refOne / refTwo, "pdftoppm 2 processes / 1", true));
+      await Promise.all(
+        [0, 1].map(async (k) => {
+          for (const f of scaleFiles.slice(k * 2, k * 2 + 2)) await timed("pdftoppm", ["-jpeg", "-r", "150", "-cropbox", f, join(dir, `s2${k}`)]);
+        }),
+      );
+      return (scaleFiles.length * 1000) / (performance.now() - t);
+    };
+    // Wall clock on a shared machine drifts: alternate one and two (ours and pdftoppm's)
+    // over a few rounds, in turned order, and take the median of each round's ratio.
+    const oursRatios: number[] = [];
+    const refRatios: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      const pair = async (single: () => Promise<number>, double: () => Promise<number>): Promise<number> => {
+        if (round % 2 === 0) {
+          const a = await single();
+          return (await double()) / a;
+        }
+        const b = await double();
+        return b / (await single());
+      };
+      oursRatios.push(await pair(() => through([w1.address], `one${round}`), () => through([w1.address, w2.address], `two${round}`)));
+      refRatios.push(await pair(refOne, refTwo));
+    }
+    process.stderr.write(`scaling rounds: ours ${oursRatios.map((r) => r.toFixed(2)).join(" ")}, pdftoppm ${refRatios.map((r) => r.toFixed(2)).join(" ")}\n`);
+    const two = median(oursRatios);
+    const one = 1;
+    const refScaling = median(refRatios);
+    rows.push(row("two_worker_scaling", "× one worker", two / one, refScaling, "pdftoppm 2 processes / 1", true));
+    if (only === "scaling") return rows;
 
     // End to end through the job service and a printer.
     const jobsNode = await startNode(dir, "bjobs", "print-jobs", { workers: [w1.address, w2.address], balancing: "least_loaded" });

@@ -6,8 +6,10 @@
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { createCanvas, GlobalFonts, type Canvas, type SKRSContext2D } from "@napi-rs/canvas";
+import { GlobalFonts } from "@napi-rs/canvas";
 import sharp from "sharp";
+import { installFontFace } from "./font-face.js";
+import { PageSurface } from "./surface.js";
 import type { ChildRequest, ChildResponse, RenderFailure } from "./protocol.js";
 import { installSoftMasks, SoftMaskFilterFactory } from "./smask.js";
 
@@ -20,6 +22,9 @@ const CMAPS = join(base, "cmaps") + "/";
 const FONTS = join(base, "standard_fonts") + "/";
 const WASM = join(base, "wasm") + "/";
 const MAX_OPEN = 2;
+
+// Text is drawn with fillText from real font programs, not glyph paths (see font-face.ts).
+const ownerDocument = installFontFace();
 
 sharp.concurrency(1);
 sharp.cache(false);
@@ -46,7 +51,7 @@ for (const [generic, families] of CJK_FALLBACKS) {
 }
 
 let pdfjs: PdfJs | undefined;
-let spare: { canvas: Canvas; ctx: SKRSContext2D } | undefined;
+let surface: PageSurface | undefined;
 let pixels: Buffer | undefined;
 
 /** A reused output buffer of exactly `size` bytes (pages of a document share a size). */
@@ -111,6 +116,8 @@ async function open(key: string, data: Uint8Array, password: string): Promise<{ 
     standardFontDataUrl: FONTS,
     wasmUrl: WASM,
     verbosity: 0,
+    disableFontFace: false,
+    ownerDocument,
     stopAtErrors: false,
     maxImageSize: 100_000_000,
     // Luminosity soft masks (see smask.ts): without it they mask nothing under Node.
@@ -156,16 +163,12 @@ async function render(
   if (width * height > maxPixels || width > 65_000 || height > 65_000) return { kind: "PAGE_TOO_LARGE", pixels: width * height };
   const t0 = performance.now();
   // Pages of a document mostly share a size: reuse the canvas rather than allocating (and
-  // fragmenting) tens of MB per page. The context is taken once, opaque, and handed to
-  // pdf.js as the context (not the canvas): given the canvas, pdf.js asks for a context
-  // with other attributes on every page, which @napi-rs/canvas answers by setting the
-  // surface up again (~18 ms a page at 300 DPI). pdf.js fills the page white itself.
-  if (!spare || spare.canvas.width !== width || spare.canvas.height !== height) {
-    const canvas = createCanvas(width, height);
-    spare = { canvas, ctx: canvas.getContext("2d", { alpha: false }) };
-  }
-  const { canvas, ctx } = spare;
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  // fragmenting) tens of MB per page. Its context is handed to pdf.js as the context (not
+  // the canvas): given the canvas, pdf.js asks for a context with other attributes on every
+  // page, which @napi-rs/canvas answers by setting the surface up again (~18 ms a page at
+  // 300 DPI). pdf.js fills the page white itself.
+  if (surface?.width !== width || surface.height !== height) surface = new PageSurface(width, height);
+  const ctx = surface.begin();
   try {
     await page.render({ canvasContext: ctx as never, viewport, intent: "print" } as never).promise;
   } catch (err) {
@@ -178,7 +181,7 @@ async function render(
   // RGBA pixels in, three words of RGB out), which costs about half a byte-wise loop and
   // less than a libvips removeAlpha step. Huffman optimisation is off: it doubled the
   // encode time for a few per cent of size.
-  const raw = canvas.data();
+  const raw = surface.pixels();
   const channels = mono ? 1 : 3;
   const px = pixelBuffer(width * height * channels);
   if (mono) toGrey(raw, px);
