@@ -6,6 +6,7 @@
  * it, no copy) and decodes to a view of the received message (no copy). Wire-compatible
  * with the generated codec: any other field is skipped on decode.
  */
+import { GRPC_PREFIX_BYTES, writeGrpcPrefix } from "../grpc/framing.js";
 import type { GetPieceResponse } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 
 /**
@@ -27,10 +28,9 @@ export interface EncodedPieceResponse extends GetPieceResponse {
  */
 export function framed(res: EncodedPieceResponse & { encoded: Buffer }): Buffer {
   const enc = res.encoded;
-  if (enc.byteOffset < 5) throw new RangeError("no room for the gRPC prefix in front of this message");
-  const frame = Buffer.from(enc.buffer, enc.byteOffset - 5, enc.length + 5);
-  frame[0] = 0;
-  frame.writeUInt32BE(enc.length, 1);
+  if (enc.byteOffset < GRPC_PREFIX_BYTES) throw new RangeError("no room for the gRPC prefix in front of this message");
+  const frame = Buffer.from(enc.buffer, enc.byteOffset - GRPC_PREFIX_BYTES, enc.length + GRPC_PREFIX_BYTES);
+  writeGrpcPrefix(frame, enc.length);
   return frame;
 }
 

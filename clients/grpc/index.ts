@@ -4,3 +4,4 @@ export * from "./channel.js";
 export * from "./call.js";
 export * from "./retry.js";
 export * from "./duration.js";
+export * from "./framing.js";

@@ -6,6 +6,7 @@
  * A Frame's own bytes are the same in both, so a batch is built by copying frame bytes
  * next to each other (once, shared by every subscriber it goes to) and split by slicing.
  */
+import { GRPC_PREFIX_BYTES, grpcFramed, writeGrpcPrefix } from "../grpc/framing.js";
 
 /** Tag byte of SubscribeResponse.frame (field 2, length-delimited). */
 export const FRAME_TAG = 0x12;
@@ -97,23 +98,6 @@ export function singleMessage(f: WireFrame): Buffer {
   return out;
 }
 
-/** Length of gRPC's message prefix (compressed flag, 4-byte big-endian length). */
-export const GRPC_PREFIX_BYTES = 5;
-
-/** Writes gRPC's message prefix for a message of `length` bytes at the start of `out`. */
-function writePrefix(out: Buffer, length: number): void {
-  out[0] = 0;
-  out.writeUInt32BE(length, 1);
-}
-
-/** `message` with gRPC's 5-byte message prefix in front (one copy). */
-export function grpcFramed(message: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + message.length);
-  writePrefix(out, message.length);
-  message.copy(out, GRPC_PREFIX_BYTES);
-  return out;
-}
-
 /**
  * The SubscribeResponse{batch} bytes of `frames[from..to)` (one frame: its single
  * message). With `grpcPrefix` the buffer starts with gRPC's 5-byte message prefix, ready
@@ -132,7 +116,7 @@ export function batchMessage(frames: readonly WireFrame[], from = 0, to = frames
   const head = grpcPrefix ? GRPC_PREFIX_BYTES : 0;
   const length = 1 + varintLength(inner) + inner;
   const out = Buffer.allocUnsafe(head + length);
-  if (grpcPrefix) writePrefix(out, length);
+  if (grpcPrefix) writeGrpcPrefix(out, length);
   out[head] = BATCH_TAG;
   let at = writeVarint(out, head + 1, inner);
   for (let i = from; i < to; i++) {

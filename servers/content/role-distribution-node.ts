@@ -19,8 +19,7 @@ import { GrantVerifier, grantPublicKeysSchema } from "./grant.js";
 import { Pacer } from "./pacer.js";
 import { ChunkPool, PieceStore, PieceTruncatedError } from "./piece-store.js";
 import { framed, serializePieceResponse } from "../../clients/content/piece-wire.js";
-import { openDirect } from "./direct-stream.js";
-import type { ServerWritableStream } from "@grpc/grpc-js";
+import { openDirectStream } from "../runtime/direct-write.js";
 
 // Paced nodes send small chunks so pacing stays smooth; unpaced ones larger chunks, which
 // halves the per-message cost of a piece stream.
@@ -94,13 +93,12 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         // nodes never see) and peers re-hash what they copy; HasPieces(verify) and the
         // repair pass check files at rest.
         streaming++;
-        // Chunks go to the HTTP/2 stream as complete gRPC messages (direct-stream.ts), from
+        // Chunks go to the HTTP/2 stream as complete gRPC messages (servers/runtime/direct-write.ts), from
         // pooled buffers given back once the stream is done with them; two messages may
         // be in flight per stream, so reading the next chunk overlaps sending this one.
         const inflight: Promise<void>[] = [];
         const signal = call.signal;
-        const raw = rawCalls.get(req);
-        const direct = raw ? openDirect(raw) : undefined;
+        const direct = openDirectStream(sink.call);
         try {
           for await (const msg of pieces.readResponses(req.pieceId, chunkBytes, rec.size, chunkPool)) {
             await pacer.take(msg.data.length, signal);
@@ -131,7 +129,6 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
           if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${req.pieceId} is shorter than recorded`);
           throw err;
         } finally {
-          direct?.close();
           streaming--;
         }
       },
@@ -208,14 +205,6 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       } finally {
         manager.close();
       }
-    };
-
-    // The grpc-js call behind each GetPiece request, for the direct path.
-    const rawCalls = new WeakMap<object, ServerWritableStream<unknown, unknown>>();
-    const getPiece = service.implementation["getPiece"] as (call: ServerWritableStream<unknown, unknown>) => void;
-    service.implementation["getPiece"] = (call: ServerWritableStream<unknown, unknown>) => {
-      rawCalls.set(call.request as object, call);
-      getPiece(call);
     };
 
     return {

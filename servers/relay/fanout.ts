@@ -13,7 +13,8 @@
  * Frames already written to the transport still reach the subscriber before the status.
  */
 import { encodeEvent } from "../../clients/relay/index.js";
-import { batchMessage, GRPC_PREFIX_BYTES, grpcFramed, type WireFrame } from "../../clients/relay/wire.js";
+import { batchMessage, type WireFrame } from "../../clients/relay/wire.js";
+import { GRPC_PREFIX_BYTES, grpcFramed } from "../../clients/grpc/framing.js";
 import { SubscriberTooSlowError } from "./errors.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { encodeEvent } from "../../clients/relay/index.js";
-import { framesOf, GRPC_PREFIX_BYTES, type WireFrame } from "../../clients/relay/wire.js";
+import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
+import { GRPC_PREFIX_BYTES } from "../../clients/grpc/framing.js";
 import { FrameGroup, SlicedFanout, Subscriber } from "../../servers/relay/fanout.js";
 import type { FrameSink } from "../../servers/relay/sink.js";
 import { LeaveReason } from "../../gen/switchyard/relay/v1/usage.js";

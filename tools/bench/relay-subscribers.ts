@@ -18,6 +18,7 @@ import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } f
 import { Frame } from "../../gen/switchyard/relay/v1/stream.js";
 import { SubscribeRequest, SubscribeResponse } from "../../gen/switchyard/relay/v1/stream_source_service.js";
 import { framesOf } from "../../clients/relay/wire.js";
+import { grpcFramed } from "../../clients/grpc/framing.js";
 
 type Msg =
   | { cmd: "open"; target: string; stream: string; count: number; first: number }
@@ -47,15 +48,13 @@ function reply(m: unknown): void {
 /** One subscription: splits the response body into gRPC messages and meters them. */
 function subscribe(session: ClientHttp2Session, stream: string, subscriberId: string, subscriberIndex: number, slot: number, sampleAll: boolean, started: () => void, failed: (e: Error) => void): void {
   const req = SubscribeRequest.encode({ stream, subscriberId, maxBatchFrames: 256 }).finish();
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(req.length, 1);
   const call = session.request({
     [constants.HTTP2_HEADER_METHOD]: "POST",
     [constants.HTTP2_HEADER_PATH]: PATH,
     [constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc",
     te: "trailers",
   });
-  call.end(Buffer.concat([head, req]));
+  call.end(grpcFramed(req));
   let pending: Buffer | undefined;
   let isStarted = false;
   call.on("data", (chunk: Buffer) => {
