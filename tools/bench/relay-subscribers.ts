@@ -99,7 +99,11 @@ function subscribe(session: ClientHttp2Session, stream: string, subscriberId: st
 }
 
 async function open(target: string, stream: string, count: number, first: number): Promise<void> {
-  const channels = Math.max(1, Math.min(4, Math.ceil(count / 125)));
+  // Subscriptions share a few HTTP/2 connections per host (125 each, at most 4) unless
+  // RELAY_BENCH_SUBS_PER_CONNECTION says otherwise (1: every subscriber its own
+  // connection, as separate subscriber machines would be — more socket writes per frame).
+  const perConnection = Number(process.env["RELAY_BENCH_SUBS_PER_CONNECTION"] ?? 0);
+  const channels = perConnection > 0 ? Math.max(1, Math.ceil(count / perConnection)) : Math.max(1, Math.min(4, Math.ceil(count / 125)));
   for (let i = 0; i < channels; i++) {
     const s = connect(`http://${target}`, { settings: { initialWindowSize: 1 << 20 } });
     // The connection-level window stays at HTTP/2's 64 KiB unless raised: with 125

@@ -34,7 +34,9 @@
  * Environment: RELAY_BENCH_PROF=DIR (CPU profiles of every child), RELAY_BENCH_NODE_ARGS
  * (extra node flags for every child, e.g. --trace-gc), RELAY_BENCH_PUBLIC_WRITES=1 (nodes
  * write through grpc-js's stream writer, `directWrites: false`), RELAY_BENCH_DUMP=FILE
- * (raw latency samples as JSON).
+ * (raw latency samples as JSON), RELAY_BENCH_SUBS_PER_CONNECTION=N (subscriptions per HTTP/2
+ * connection of a host; default 125, at most 4 connections per host; 1 gives every
+ * subscriber its own connection).
  */
 import { startBenchNode } from "./processes.js";
 import { fork, type ChildProcess } from "node:child_process";
