@@ -9,6 +9,7 @@ import {
   MaintenanceServiceClient,
   type GetBillingResponse,
   type GetUserDataResponse,
+  type InstallAppResponse,
   type ListChildrenResponse,
 } from "../../gen/switchyard/passon/v1/maintenance_service.js";
 import type { Hop, InstalledApp } from "../../gen/switchyard/passon/v1/app.js";
@@ -88,22 +89,7 @@ export class MaintenanceClient {
 
   /** Installs or updates an app on the center or one of its children. */
   async install(o: InstallOptions, s?: CallSettings): Promise<InstalledApp> {
-    const res = await unary(
-      this.maintenance,
-      this.maintenance.installApp,
-      {
-        nodeId: o.nodeId,
-        name: o.name,
-        version: o.version,
-        module: Buffer.from(o.module),
-        ...(o.leaseMs !== undefined ? { lease: msToDuration(o.leaseMs) } : {}),
-        ...(o.timeLimitMs !== undefined ? { timeLimit: msToDuration(o.timeLimitMs) } : {}),
-        memoryPages: o.memoryPages ?? 0,
-        requestId: o.requestId ?? "",
-        queueIfOffline: false,
-      },
-      s,
-    );
+    const res = await this.installApp(o, false, s);
     if (!res.app) throw new Error("center answered InstallApp without app");
     return res.app;
   }
@@ -113,7 +99,12 @@ export class MaintenanceClient {
    * delivers it when the child reconnects: resolves `{ queued: true }` then.
    */
   async installOrQueue(o: InstallOptions, s?: CallSettings): Promise<{ app?: InstalledApp; queued: boolean }> {
-    const res = await unary(
+    const res = await this.installApp(o, true, s);
+    return { ...(res.app ? { app: res.app } : {}), queued: res.queued };
+  }
+
+  private installApp(o: InstallOptions, queueIfOffline: boolean, s?: CallSettings): Promise<InstallAppResponse> {
+    return unary(
       this.maintenance,
       this.maintenance.installApp,
       {
@@ -125,11 +116,10 @@ export class MaintenanceClient {
         ...(o.timeLimitMs !== undefined ? { timeLimit: msToDuration(o.timeLimitMs) } : {}),
         memoryPages: o.memoryPages ?? 0,
         requestId: o.requestId ?? "",
-        queueIfOffline: true,
+        queueIfOffline,
       },
       s,
     );
-    return { ...(res.app ? { app: res.app } : {}), queued: res.queued };
   }
 
   /** Expires an app on the center or a child. */
