@@ -4,6 +4,7 @@
  * (PrintResultService). LevelDB holds session records, tokens with their creation time,
  * downloaded documents and conversion results; a sweeper removes abandoned sessions.
  */
+import { join } from "node:path";
 import { z } from "zod";
 import { PrintResultServiceService } from "../../gen/switchyard/print/v1/print_result_service.js";
 import { PrintStoreServiceService } from "../../gen/switchyard/print/v1/print_store_service.js";
@@ -53,6 +54,7 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
       maxDocumentBytes: cfg.maxDocumentBytes,
       sessionTtlMs: cfg.sessionTtlMs,
       now: Date.now,
+      pagesDir: join(ctx.config.dataDir, "print-pages"),
     });
     let sweeper: NodeJS.Timeout | undefined;
     const storeService = ctx.implement(PrintStoreServiceService, {
