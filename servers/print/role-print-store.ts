@@ -4,6 +4,7 @@
  * (PrintResultService). LevelDB holds session records, tokens with their creation time,
  * downloaded documents and conversion results; a sweeper removes abandoned sessions.
  */
+import { join } from "node:path";
 import { z } from "zod";
 import { PrintResultServiceService } from "../../gen/switchyard/print/v1/print_result_service.js";
 import { PrintStoreServiceService } from "../../gen/switchyard/print/v1/print_store_service.js";
@@ -20,7 +21,7 @@ const schema = z.strictObject({
   sessionTtlMs: duration().default(86_400_000).describe("sessions untouched this long are removed; default 24h"),
   sweepIntervalMs: duration().default(60_000).describe("how often abandoned sessions are looked for; default 1m"),
   publicAddress: hostPort().optional().describe("address printers dial for pages (in metafile URLs); default: the node's advertised address"),
-  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 300"),
+  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 150"),
 });
 
 /** Resolved print-store options. */
@@ -53,6 +54,7 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
       maxDocumentBytes: cfg.maxDocumentBytes,
       sessionTtlMs: cfg.sessionTtlMs,
       now: Date.now,
+      pagesDir: join(ctx.config.dataDir, "print-pages"),
     });
     let sweeper: NodeJS.Timeout | undefined;
     const storeService = ctx.implement(PrintStoreServiceService, {

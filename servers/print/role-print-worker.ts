@@ -29,7 +29,7 @@ import { resolveSettings, sessionKey } from "./settings.js";
 
 const schema = z.strictObject({
   store: hostPort().describe("address of the print-store node (required)"),
-  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 300"),
+  heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 150"),
   render: z
     .strictObject({
       processes: z.number().int().min(1).max(64).optional().describe("render child processes; default: the number of CPU cores"),

@@ -2,9 +2,20 @@
  * The print store's state on the node's LevelDB: session records, tokens with their
  * creation time, downloaded documents (chunked), conversion results (metafile + pages).
  * Every multi-record change is one atomic batch, acknowledged only after it is written.
+ *
+ * Page bodies (JPEG, 0.1–1 MB each) are files under `pagesDir/<resultId>/`, not LevelDB
+ * values: LevelDB copied each one through its log, memtable, level-0 table (with a snappy
+ * attempt on data that does not compress) and compactions, about half the store's CPU a
+ * page. PutPage writes the file before the result record that lists it, so a page is in
+ * the metafile only once its file is complete; a crash in between leaves a file no
+ * metafile names, removed with its result directory when the session is completed or
+ * swept. Pages stored by an older version as LevelDB values are still served and deleted.
  */
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { mkdirSync, readdirSync } from "node:fs";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { ColorMode, type SessionId } from "../../gen/switchyard/print/v1/print_job.js";
 import type { Metafile, MetafilePage, Session } from "../../gen/switchyard/print/v1/print_store.js";
@@ -64,6 +75,8 @@ export interface PrintStoreOptions {
   sessionTtlMs: number;
   /** Clock. */
   now: () => number;
+  /** Folder of the page files (one folder per result). */
+  pagesDir: string;
 }
 
 const RESULT_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -89,8 +102,19 @@ export class PrintStore {
     this.tokens = store.collection<TokenRecord>("print_tokens");
     this.chunks = store.collection<Buffer>("print_doc_chunks", { encoding: "buffer" });
     this.results = store.collection<ResultRecord>("print_results");
+    // Pages of older versions; new pages are files (see the file comment).
     this.pages = store.collection<Buffer>("print_pages", { encoding: "buffer" });
+    mkdirSync(opts.pagesDir, { recursive: true });
     this.events.setMaxListeners(1000);
+  }
+
+  /** The folder of a result's page files (result ids are checked against RESULT_ID). */
+  private resultDir(resultId: string): string {
+    return join(this.opts.pagesDir, resultId);
+  }
+
+  private pageFile(resultId: string, page: number): string {
+    return join(this.resultDir(resultId), `${pad(page)}.jpg`);
   }
 
   /** Runs `fn` with no other locked change to `key` in between. */
@@ -264,8 +288,11 @@ export class PrintStore {
         throw new FailedPreconditionError(`page ${page} is out of order; the next page is ${last + 1}`, { domain: PRINT_DOMAIN, reason: "PAGE_OUT_OF_ORDER" });
       }
       const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: jpeg.length, dpi };
+      // The file first, then the record that lists it (see the file comment).
+      await mkdir(this.resultDir(resultId), { recursive: true });
+      await writeFile(this.pageFile(resultId, page), jpeg);
       r.pages.push(entry);
-      await this.store.batch().put(this.pages, `${resultId}/${pad(page)}`, jpeg).put(this.results, resultId, r).write();
+      await this.results.put(resultId, r);
       this.events.emit(resultId);
       return toPage(entry);
     });
@@ -310,6 +337,12 @@ export class PrintStore {
       }
     }
     await batch.write();
+    if (s.resultId) {
+      // After the records: a page file outlives its record for a moment, never the reverse.
+      const dir = this.resultDir(s.resultId);
+      n += (await readdir(dir).catch(() => [])).length;
+      await rm(dir, { recursive: true, force: true });
+    }
     if (s.resultId) this.events.emit(s.resultId);
     return n;
   }
@@ -382,9 +415,25 @@ export class PrintStore {
   async getPage(resultId: string, token: string, page: number): Promise<{ page: MetafilePage; jpeg: Buffer }> {
     const r = await this.authorised(resultId, token);
     const entry = r.pages[page - 1];
-    const jpeg = entry ? await this.pages.get(`${resultId}/${pad(page)}`) : undefined;
+    const jpeg = entry ? await this.readPage(resultId, page) : undefined;
     if (!entry || !jpeg) throw new NotFoundError(`page ${page} of ${resultId} is not converted (yet)`, { domain: PRINT_DOMAIN, reason: "PAGE_NOT_FOUND" });
     return { page: toPage(entry), jpeg };
+  }
+
+  private async readPage(resultId: string, page: number): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.pageFile(resultId, page));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      return this.pages.get(`${resultId}/${pad(page)}`);
+    }
+  }
+
+  /** Page files on disk, an empty result folder counting as one (it should not outlive its result either). */
+  private pageFiles(): number {
+    let n = 0;
+    for (const d of readdirSync(this.opts.pagesDir)) n += readdirSync(join(this.opts.pagesDir, d)).length || 1;
+    return n;
   }
 
   /** Record counts per collection (tests and operators check cleanup with it). */
@@ -394,7 +443,7 @@ export class PrintStore {
       tokens: await this.tokens.count(),
       documentChunks: await this.chunks.count(),
       results: await this.results.count(),
-      pages: await this.pages.count(),
+      pages: (await this.pages.count()) + this.pageFiles(),
     };
   }
 }

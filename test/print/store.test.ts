@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { NodeStore } from "../../servers/runtime/store.js";
 import { PrintStore } from "../../servers/print/store.js";
 import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
@@ -7,7 +9,7 @@ import { onCleanup, tempDir, testLogger } from "../helpers/nodes.js";
 async function openStore(now: () => number, sessionTtlMs = 60_000): Promise<PrintStore> {
   const db = await NodeStore.open(tempDir(), { log: testLogger(), sweepIntervalMs: 0 });
   onCleanup(() => db.close());
-  return new PrintStore(db, { tokenTtlMs: 10_000, maxDocumentBytes: 1 << 20, sessionTtlMs, now });
+  return new PrintStore(db, { tokenTtlMs: 10_000, maxDocumentBytes: 1 << 20, sessionTtlMs, now, pagesDir: tempDir() });
 }
 
 async function* chunks(...b: Buffer[]): AsyncGenerator<Buffer> {
@@ -23,6 +25,7 @@ describe("PrintStore", () => {
       await s.putDocument("old/p", chunks(Buffer.from("%PDF-1.4 a"), Buffer.from("b")));
       await s.createResult("old/p", "res-old", 2, ColorMode.COLOR);
       await s.putPage("res-old", 1, Buffer.from([0xff, 0xd8]), 10, 10, 72);
+      assert.equal((await s.counts()).pages, 1);
       t += 50_000;
       await s.createSession("new/p", { jobId: "new", printerId: "p" }, "tok-new", t);
       t += 20_000;
@@ -47,6 +50,29 @@ describe("PrintStore", () => {
       await assert.rejects(s.getMetafile("nope", "right"), (e: Error & { reason?: string }) => e.reason === "RESULT_NOT_FOUND");
       t += 10_000;
       await assert.rejects(s.getMetafile("r1", "right"), (e: Error & { reason?: string }) => e.reason === "TOKEN_EXPIRED");
+    });
+  });
+
+  describe("getPage", () => {
+    it("serves each page's bytes from its file and deletes the files with the session", async () => {
+      const t = 7_000_000;
+      const dir = tempDir();
+      const db = await NodeStore.open(tempDir(), { log: testLogger(), sweepIntervalMs: 0 });
+      onCleanup(() => db.close());
+      const s = new PrintStore(db, { tokenTtlMs: 10_000, maxDocumentBytes: 1 << 20, sessionTtlMs: 60_000, now: () => t, pagesDir: dir });
+      await s.createSession("g/p", { jobId: "g", printerId: "p" }, "tok", t);
+      await s.createResult("g/p", "rg", 2, ColorMode.COLOR);
+      const one = Buffer.from([0xff, 0xd8, 1, 2]);
+      const two = Buffer.alloc(300_000, 7);
+      await s.putPage("rg", 1, one, 1, 1, 72);
+      await s.putPage("rg", 2, two, 1, 1, 72);
+      assert.deepEqual((await s.getPage("rg", "tok", 1)).jpeg, one);
+      assert.deepEqual((await s.getPage("rg", "tok", 2)).jpeg, two);
+      await assert.rejects(s.getPage("rg", "tok", 3), (e: Error & { reason?: string }) => e.reason === "PAGE_NOT_FOUND");
+      assert.equal(readdirSync(join(dir, "rg")).length, 2);
+      assert.equal(await s.deleteSession("g/p"), 5);
+      assert.deepEqual(readdirSync(dir), []);
+      assert.deepEqual(await s.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
     });
   });
 });

@@ -202,6 +202,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
 
       let peakRss = 0;
       let peakPss = 0;
+      const peakEach = new Map<number, number>(); // peak RSS (KiB) of each process of the node
       for (const dpi of [150, 300]) {
         // Ours: CPU of the worker tree over the whole corpus.
         const c0 = tree(worker.pid).cpu;
@@ -214,6 +215,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
               const t = tree(worker.pid, true);
               peakRss = Math.max(peakRss, t.rssKb);
               peakPss = Math.max(peakPss, t.pssKb);
+              for (const c of [worker.pid, ...childrenOf(worker.pid)]) peakEach.set(c, Math.max(peakEach.get(c) ?? 0, stat(c).rssKb));
             }
             await new Promise((r) => setTimeout(r, 100));
           }
@@ -255,6 +257,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
           rows.push(row("pages_per_s_150dpi", "pages/s", (pages * 1000) / wallOurs, (total * 1000) / wall2, "pdftoppm ×2 processes", true));
           void wallRef;
         } else {
+          process.stderr.write(`300 dpi peak RSS per process (MB): worker ${((peakEach.get(worker.pid) ?? 0) / 1024).toFixed(0)}, render ${[...peakEach].filter(([p]) => p !== worker.pid).map(([, kb]) => (kb / 1024).toFixed(0)).join(" ")}; peak Σ RSS ${(peakRss / 1024).toFixed(0)}\n`);
           rows.push(row("worker_rss_mb_300dpi", "MB (Σ PSS)", peakPss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
           rows.push(row("worker_rss_sum_mb_300dpi", "MB (Σ RSS)", peakRss / 1024, rssRef / 1024, "pdftoppm peak RSS", false));
         }
