@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- print [PAGES] [cpu]` (`cpu`: only the CPU and memory rows): PDF→JPEG conversion of the print workers against
+ * `npm run bench -- print [PAGES] [cpu|scaling]` (`cpu`: only the CPU and memory rows; `scaling`: only two_worker_scaling): PDF→JPEG conversion of the print workers against
  * poppler's `pdftoppm -jpeg`, on the same files and DPI, in the same run.
  *
  * Rows:
