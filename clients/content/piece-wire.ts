@@ -6,7 +6,7 @@
  * it, no copy) and decodes to a view of the received message (no copy). Wire-compatible
  * with the generated codec: any other field is skipped on decode.
  */
-import { GRPC_PREFIX_BYTES, writeGrpcPrefix } from "../grpc/framing.js";
+import { GRPC_PREFIX_BYTES, varintLength, writeGrpcPrefix, writeVarint } from "../grpc/framing.js";
 import type { GetPieceResponse } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 
 /**
@@ -34,23 +34,7 @@ export function framed(res: EncodedPieceResponse & { encoded: Buffer }): Buffer 
   return frame;
 }
 
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
 
-function writeVarint(buf: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    buf[at++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  buf[at++] = n;
-  return at;
-}
 
 /**
  * A buffer to read up to `size` payload bytes into, at offset PIECE_HEADROOM; then

@@ -6,7 +6,7 @@
  * A Frame's own bytes are the same in both, so a batch is built by copying frame bytes
  * next to each other (once, shared by every subscriber it goes to) and split by slicing.
  */
-import { GRPC_PREFIX_BYTES, grpcFramed, writeGrpcPrefix } from "../grpc/framing.js";
+import { GRPC_PREFIX_BYTES, grpcFramed, varintLength, writeGrpcPrefix, writeVarint } from "../grpc/framing.js";
 
 /** Tag byte of SubscribeResponse.frame (field 2, length-delimited). */
 export const FRAME_TAG = 0x12;
@@ -69,23 +69,7 @@ export function readFrame(body: Buffer, single?: Buffer): WireFrame {
   return single ? { body, sequence, payloadBytes, single } : { body, sequence, payloadBytes };
 }
 
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
 
-function writeVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 128) {
-    out[at++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[at++] = n;
-  return at;
-}
 
 /** The SubscribeResponse{frame} bytes of one frame (kept on the frame once built). */
 export function singleMessage(f: WireFrame): Buffer {

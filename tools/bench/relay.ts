@@ -38,7 +38,7 @@
  * connection of a host; default 125, at most 4 connections per host; 1 gives every
  * subscriber its own connection).
  */
-import { startBenchNode } from "./processes.js";
+import { startBenchNode, type BenchProcess } from "./processes.js";
 import { fork, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -192,14 +192,24 @@ async function window(
   return { seconds, cpu, hostCpu, egressBytes: e1.bytes - e0.bytes, framesPublished: e1.frames - e0.frames, meters: await Promise.all(hosts.map((h) => h.report())) };
 }
 
+/** A source with a ticker of 1 KiB frames every `intervalMs` and a relay in front of it. */
+async function startSourceAndRelay(dir: string, intervalMs: number, execArgv?: string[]): Promise<{ source: BenchProcess; relay: BenchProcess }> {
+  const source = await startBenchNode(
+    dir,
+    {
+      node: { id: "bench-source", role: "stream-source" },
+      streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...nodeTuning() },
+    },
+    execArgv,
+  );
+  const relay = await startBenchNode(dir, { node: { id: "bench-relay", role: "relay" }, relay: { upstream: source.address, linger: "1s", ...nodeTuning() } }, execArgv);
+  return { source, relay };
+}
+
 /** One step of the saturation ladder: fresh source (ticker every `intervalMs`) and relay, subscribers at the relay only. */
 async function ladderStep(intervalMs: number, subscribers: number, processes: number, seconds: number): Promise<{ offered: number; delivered: number; lost: number; p99: number; probeP99: number; cpuUs: number; framesPerMessage: number }> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
-  const source = await startBenchNode(dir, {
-    node: { id: "bench-source", role: "stream-source" },
-    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...nodeTuning() },
-  });
-  const relay = await startBenchNode(dir, { node: { id: "bench-relay", role: "relay" }, relay: { upstream: source.address, linger: "1s", ...nodeTuning() } });
+  const { source, relay } = await startSourceAndRelay(dir, intervalMs);
   const src = new StreamSourceClient(source.address);
   try {
     const via = subscribeMany(relay.address, subscribers, processes);
@@ -266,14 +276,7 @@ export default async function relayBench(args: string[]): Promise<BenchRow[]> {
 
 async function mainRun(subscribers: number, seconds: number, intervalMs: number, processes: number): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
-  const source = await startBenchNode(dir, {
-    node: { id: "bench-source", role: "stream-source" },
-    streamSource: { generators: [{ kind: "ticker", name: STREAM, interval: intervalMs, payloadBytes: 1024 }], ...nodeTuning() },
-  }, profArgs());
-  const relay = await startBenchNode(dir, {
-    node: { id: "bench-relay", role: "relay" },
-    relay: { upstream: source.address, linger: "1s", ...nodeTuning() },
-  }, profArgs());
+  const { source, relay } = await startSourceAndRelay(dir, intervalMs, profArgs());
   const src = new StreamSourceClient(source.address);
   try {
     // Ours: subscribers at the relay, one probe directly at the source.
