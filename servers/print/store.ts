@@ -9,7 +9,7 @@
  * page. PutPage writes the file before the result record that lists it, so a page is in
  * the metafile only once its file is complete; a crash in between leaves a file no
  * metafile names, removed with its result directory when the session is completed or
- * swept. Pages stored by an older version as LevelDB values are still served and deleted.
+ * swept.
  */
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { EventEmitter } from "node:events";
@@ -88,7 +88,6 @@ export class PrintStore {
   readonly tokens: Collection<TokenRecord>;
   readonly chunks: Collection<Buffer>;
   readonly results: Collection<ResultRecord>;
-  readonly pages: Collection<Buffer>;
   /** "host:port" used in metafile and page URLs. */
   address = "";
   private readonly events = new EventEmitter();
@@ -102,8 +101,6 @@ export class PrintStore {
     this.tokens = store.collection<TokenRecord>("print_tokens");
     this.chunks = store.collection<Buffer>("print_doc_chunks", { encoding: "buffer" });
     this.results = store.collection<ResultRecord>("print_results");
-    // Pages of older versions; new pages are files (see the file comment).
-    this.pages = store.collection<Buffer>("print_pages", { encoding: "buffer" });
     mkdirSync(opts.pagesDir, { recursive: true });
     this.events.setMaxListeners(1000);
   }
@@ -289,7 +286,7 @@ export class PrintStore {
       }
       const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: jpeg.length, dpi };
       // The file first, then the record that lists it (see the file comment).
-      await mkdir(this.resultDir(resultId), { recursive: true });
+      if (r.pages.length === 0) await mkdir(this.resultDir(resultId), { recursive: true });
       await writeFile(this.pageFile(resultId, page), jpeg);
       r.pages.push(entry);
       await this.results.put(resultId, r);
@@ -328,13 +325,8 @@ export class PrintStore {
     let n = 2;
     if (s.document) n += await this.deleteChunks(s.document.documentId, batch);
     if (s.resultId) {
-      const resultId = s.resultId;
-      batch.del(this.results, resultId);
+      batch.del(this.results, s.resultId);
       n++;
-      for await (const [k] of this.pages.prefixed(`${resultId}/`)) {
-        batch.del(this.pages, k);
-        n++;
-      }
     }
     await batch.write();
     if (s.resultId) {
@@ -342,8 +334,8 @@ export class PrintStore {
       const dir = this.resultDir(s.resultId);
       n += (await readdir(dir).catch(() => [])).length;
       await rm(dir, { recursive: true, force: true });
+      this.events.emit(s.resultId);
     }
-    if (s.resultId) this.events.emit(s.resultId);
     return n;
   }
 
@@ -425,7 +417,7 @@ export class PrintStore {
       return await readFile(this.pageFile(resultId, page));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      return this.pages.get(`${resultId}/${pad(page)}`);
+      return undefined;
     }
   }
 
@@ -443,7 +435,7 @@ export class PrintStore {
       tokens: await this.tokens.count(),
       documentChunks: await this.chunks.count(),
       results: await this.results.count(),
-      pages: (await this.pages.count()) + this.pageFiles(),
+      pages: this.pageFiles(),
     };
   }
 }
