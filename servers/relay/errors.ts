@@ -9,6 +9,7 @@ import {
   AlreadyExistsError,
   InvalidArgumentError,
   NotFoundError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   SwitchyardError,
   UnavailableError,
@@ -44,6 +45,17 @@ export class StreamAlreadyPublishedError extends AlreadyExistsError {
       reason: "STREAM_ALREADY_PUBLISHED",
       domain: RELAY_DOMAIN,
       metadata: { stream },
+    });
+  }
+}
+
+/** Under mTLS, a client certificate not listed in relayIdentities tried to act as a relay. */
+export class RelayIdentityNotTrustedError extends PermissionDeniedError {
+  constructor(cn: string, action: string) {
+    super(`the client certificate ${JSON.stringify(cn)} may not ${action} here: its CN is not listed in relayIdentities`, {
+      reason: "RELAY_IDENTITY_NOT_TRUSTED",
+      domain: RELAY_DOMAIN,
+      metadata: { certificate_cn: cn },
     });
   }
 }

@@ -27,6 +27,7 @@ import { FrameGroup, MAX_BATCH_FRAMES, SlicedFanout, Subscriber, type FanoutOpti
 import type { UsageOutbox } from "./outbox.js";
 import { checkStreamName, pageSize, pageTokenAfter, readPageToken, type StoredUsage } from "./usage.js";
 import type { SubscriberIdentity } from "./source.js";
+import { RELAY_ID_PREFIX } from "./shared.js";
 
 /** Options of a relay. */
 export interface RelayOptions {
@@ -148,7 +149,7 @@ export class RelayCore {
     this.upstreamOpened++;
     this.log.info({ stream: name, upstream: this.opts.upstream }, "opening upstream subscription");
     // Batches from upstream: a frame that arrives alone is still forwarded alone at once.
-    s.call = this.upstream.subscribeRaw(name, { subscriberId: `relay:${this.opts.relayId}`, maxBatchFrames: MAX_BATCH_FRAMES });
+    s.call = this.upstream.subscribeRaw(name, { subscriberId: `${RELAY_ID_PREFIX}${this.opts.relayId}`, maxBatchFrames: MAX_BATCH_FRAMES });
     const timer = setTimeout(() => {
       if (s.state === UpstreamState.OPENING) this.fail(s, new UpstreamLostError(name, this.opts.upstream, new Error("upstream did not confirm in time")));
     }, this.opts.upstreamOpenTimeoutMs);

@@ -17,7 +17,7 @@ import { duration, hostPort } from "../runtime/units.js";
 import { badField, upstreamFailure } from "./errors.js";
 import { UsageOutbox } from "./outbox.js";
 import { RelayCore } from "./relay.js";
-import { fanoutSchema, subscriberIdentity } from "./shared.js";
+import { checkUsageReporter, fanoutSchema, relayTrustSchema, subscriberIdentity } from "./shared.js";
 import { frameSinkFor } from "./sink.js";
 import { checkRecords, checkStreamName, MAX_RECORDS_PER_REPORT, toStored } from "./usage.js";
 
@@ -26,6 +26,7 @@ const schema = z.strictObject({
   linger: duration().default(5000).describe("how long an upstream with no subscribers stays open; default 5s"),
   upstreamOpenTimeout: duration().default(10_000).describe("how long the upstream may take to confirm a subscription; default 10s"),
   ...fanoutSchema,
+  ...relayTrustSchema,
   usageReport: z
     .strictObject({
       batchSize: z.number().int().min(1).max(MAX_RECORDS_PER_REPORT).default(100).describe("records per ReportUsage call; default 100"),
@@ -52,6 +53,7 @@ export const relayRole: RoleDefinition<RelayConfig> = {
   configSchema: schema as unknown as z.ZodType<RelayConfig>,
   async create(ctx) {
     const cfg = ctx.config.roleConfig;
+    const relays: ReadonlySet<string> = new Set(cfg.relayIdentities);
     // The runtime hangs a listener per open call on the shutdown signal; thousands of
     // subscribers are normal here.
     setMaxListeners(0, ctx.shutdown);
@@ -119,11 +121,12 @@ export const relayRole: RoleDefinition<RelayConfig> = {
         }
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call, relays), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
-      reportUsage: async (req) => {
+      reportUsage: async (req, call) => {
         // Records of relays below this one: store first, acknowledge, forward upstream.
+        checkUsageReporter(call, relays);
         checkRecords(req.records);
         await outbox.add(req.records.map(toStored));
         return { acceptedRecordIds: req.records.map((r) => r.recordId), duplicateRecordIds: [] };

@@ -12,7 +12,7 @@ import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration } from "../runtime/units.js";
 import { RELAY_DOMAIN } from "./errors.js";
 import { generatorSchema, startGenerator, type Generator } from "./generators.js";
-import { fanoutSchema, subscriberIdentity } from "./shared.js";
+import { checkUsageReporter, fanoutSchema, relayTrustSchema, subscriberIdentity } from "./shared.js";
 import { frameSinkFor } from "./sink.js";
 import { StreamSourceCore } from "./source.js";
 
@@ -22,6 +22,7 @@ const schema = z.strictObject({
   halfCloseGrace: duration().default(200).describe("wait after a Publish half-close without end_of_stream before ending the stream normally; default 200ms"),
   usageRetention: duration().default(90 * 86_400_000).describe("how long usage records (and their dedup) are kept; default 90d"),
   ...fanoutSchema,
+  ...relayTrustSchema,
 });
 
 /** Resolved config of a stream source. */
@@ -34,6 +35,7 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
   configSchema: schema as unknown as z.ZodType<StreamSourceConfig>,
   async create(ctx) {
     const cfg = ctx.config.roleConfig;
+    const relays: ReadonlySet<string> = new Set(cfg.relayIdentities);
     // The runtime hangs a listener per open call on the shutdown signal; thousands of
     // subscribers are normal here.
     setMaxListeners(0, ctx.shutdown);
@@ -63,10 +65,13 @@ export const streamSourceRole: RoleDefinition<StreamSourceConfig> = {
         return { frames: BigInt(r.frames), firstSequence: BigInt(r.first), lastSequence: BigInt(r.last) };
       },
       subscribe: async (req, sink, call) => {
-        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
+        const leave = await core.subscribe(req.stream, subscriberIdentity(req.subscriberId, call, relays), frameSinkFor(sink, cfg.directWrites), call.signal, req.maxBatchFrames);
         if (leave.error) throw leave.error;
       },
-      reportUsage: async (req) => core.reportUsage(req.records),
+      reportUsage: async (req, call) => {
+        checkUsageReporter(call, relays);
+        return core.reportUsage(req.records);
+      },
       listStreams: async (req) => {
         const page = core.listStreams(req.pageSize, req.pageToken);
         return { streams: page.streams, nextPageToken: page.next };

@@ -17,6 +17,7 @@ import { badField, PublisherLostError, StreamAlreadyPublishedError, StreamNotFou
 import { framesOf, type WireFrame } from "../../clients/relay/wire.js";
 import { FrameGroup, SlicedFanout, Subscriber, type FanoutOptions, type FrameSink, type Leave } from "./fanout.js";
 import { checkRecords, checkStreamName, fromStored, pageSize, pageTokenAfter, readPageToken, toStored, type StoredUsage } from "./usage.js";
+import { RELAY_ID_PREFIX } from "./shared.js";
 
 /** One live stream at the source. */
 export class LiveStream {
@@ -204,7 +205,7 @@ export class StreamSourceCore {
    * the relays report their subscribers, and the upstream relay reports the hop.
    */
   private async recordDirect(sub: Subscriber, leave: Leave): Promise<void> {
-    if (sub.id.startsWith("relay:")) return;
+    if (sub.id.startsWith(RELAY_ID_PREFIX)) return;
     const rec: StoredUsage = {
       recordId: `${this.opts.sourceId}:${randomUUID()}`,
       subscriberId: sub.id,

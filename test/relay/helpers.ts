@@ -1,5 +1,6 @@
 /** Shared helpers of the relay tests: nodes, subscribers that record what they got. */
 import type { ClientReadableStream } from "@grpc/grpc-js";
+import type { ChannelSettings } from "../../clients/grpc/channel.js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
 import { decodeEvents, RelayClient, StreamSourceClient, type SubscriptionEvent } from "../../clients/relay/index.js";
 import { relayRole } from "../../servers/relay/role-relay.js";
@@ -8,34 +9,35 @@ import type { RunningNode } from "../../servers/runtime/node.js";
 import { eventually, onCleanup, startTestNode } from "../helpers/nodes.js";
 
 /** Starts a stream-source node in this process. */
-export function startSource(roleConfig: Record<string, unknown> = {}, opts: { id?: string; dataDir?: string; listen?: string } = {}): Promise<RunningNode> {
+export function startSource(roleConfig: Record<string, unknown> = {}, opts: { id?: string; dataDir?: string; listen?: string; config?: Record<string, unknown> } = {}): Promise<RunningNode> {
   return startTestNode(streamSourceRole, {
     id: opts.id ?? "source-1",
     roleConfig,
     ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
-    ...(opts.listen ? { config: { node: { listen: opts.listen } } } : {}),
+    ...(opts.listen || opts.config ? { config: { ...opts.config, ...(opts.listen ? { node: { listen: opts.listen } } : {}) } } : {}),
   });
 }
 
 /** Starts a relay node in this process. */
-export function startRelay(upstream: string, roleConfig: Record<string, unknown> = {}, opts: { id?: string; dataDir?: string } = {}): Promise<RunningNode> {
+export function startRelay(upstream: string, roleConfig: Record<string, unknown> = {}, opts: { id?: string; dataDir?: string; config?: Record<string, unknown> } = {}): Promise<RunningNode> {
   return startTestNode(relayRole, {
     id: opts.id ?? "relay-1",
     roleConfig: { upstream, linger: "200ms", usageReport: { retryMin: "50ms", retryMax: "300ms" }, ...roleConfig },
     ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    ...(opts.config ? { config: opts.config } : {}),
   });
 }
 
 /** A StreamSourceClient closed after the test. */
-export function sourceClient(address: string): StreamSourceClient {
-  const c = new StreamSourceClient(address);
+export function sourceClient(address: string, settings: ChannelSettings = {}): StreamSourceClient {
+  const c = new StreamSourceClient(address, settings);
   onCleanup(() => c.close());
   return c;
 }
 
 /** A RelayClient closed after the test. */
-export function relayClient(address: string): RelayClient {
-  const c = new RelayClient(address);
+export function relayClient(address: string, settings: ChannelSettings = {}): RelayClient {
+  const c = new RelayClient(address, settings);
   onCleanup(() => c.close());
   return c;
 }

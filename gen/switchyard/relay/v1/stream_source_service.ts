@@ -63,8 +63,9 @@ export interface SubscribeRequest {
   stream: string;
   /**
    * Who the subscriber is, for usage records. Optional and not verified: under mTLS the
-   * client certificate's subject wins. Empty: "anonymous@<peer address>". At most 128
-   * characters.
+   * client certificate's CN wins (and a CN the node lists as a relay becomes
+   * "relay:<CN>"). Without mTLS relays declare "relay:<node id>". Empty:
+   * "anonymous@<peer address>". At most 128 characters.
    */
   subscriberId: string;
   /**
@@ -1291,7 +1292,9 @@ export const StreamSourceServiceService = {
    * ends (status OK), the caller cancels, or an error ends it.
    * Errors: INVALID_ARGUMENT (bad stream name), NOT_FOUND (STREAM_NOT_FOUND: no such live
    * stream), RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, policy DISCONNECT), UNAVAILABLE
-   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe).
+   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe),
+   * PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED: under mTLS, a certificate whose CN
+   * begins with "relay:" but is not one of the node's configured relay identities).
    * No side effects besides the usage a relay meters.
    */
   subscribe: {
@@ -1308,9 +1311,11 @@ export const StreamSourceServiceService = {
    * durably before acknowledging it; a record id already stored is acknowledged again and
    * not counted twice, so reporting is safe to retry. A relay forwards the records of
    * relays below it to its own upstream the same way (store first, then forward).
+   * Under mTLS only relays may report: a caller whose certificate CN is not one of the
+   * node's configured relay identities gets PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED).
    * Errors: INVALID_ARGUMENT (a record without id, stream or times, more than 500
-   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry).
-   * Idempotent.
+   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry),
+   * PERMISSION_DENIED (above). Idempotent.
    */
   reportUsage: {
     path: "/switchyard.relay.v1.StreamSourceService/ReportUsage" as const,
@@ -1367,7 +1372,9 @@ export interface StreamSourceServiceServer extends UntypedServiceImplementation 
    * ends (status OK), the caller cancels, or an error ends it.
    * Errors: INVALID_ARGUMENT (bad stream name), NOT_FOUND (STREAM_NOT_FOUND: no such live
    * stream), RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, policy DISCONNECT), UNAVAILABLE
-   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe).
+   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe),
+   * PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED: under mTLS, a certificate whose CN
+   * begins with "relay:" but is not one of the node's configured relay identities).
    * No side effects besides the usage a relay meters.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
@@ -1376,9 +1383,11 @@ export interface StreamSourceServiceServer extends UntypedServiceImplementation 
    * durably before acknowledging it; a record id already stored is acknowledged again and
    * not counted twice, so reporting is safe to retry. A relay forwards the records of
    * relays below it to its own upstream the same way (store first, then forward).
+   * Under mTLS only relays may report: a caller whose certificate CN is not one of the
+   * node's configured relay identities gets PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED).
    * Errors: INVALID_ARGUMENT (a record without id, stream or times, more than 500
-   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry).
-   * Idempotent.
+   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry),
+   * PERMISSION_DENIED (above). Idempotent.
    */
   reportUsage: handleUnaryCall<ReportUsageRequest, ReportUsageResponse>;
   /**
@@ -1426,7 +1435,9 @@ export interface StreamSourceServiceClient extends Client {
    * ends (status OK), the caller cancels, or an error ends it.
    * Errors: INVALID_ARGUMENT (bad stream name), NOT_FOUND (STREAM_NOT_FOUND: no such live
    * stream), RESOURCE_EXHAUSTED (SUBSCRIBER_TOO_SLOW, policy DISCONNECT), UNAVAILABLE
-   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe).
+   * (PUBLISHER_LOST, UPSTREAM_LOST, NODE_SHUTTING_DOWN; RetryInfo says when to resubscribe),
+   * PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED: under mTLS, a certificate whose CN
+   * begins with "relay:" but is not one of the node's configured relay identities).
    * No side effects besides the usage a relay meters.
    */
   subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
@@ -1440,9 +1451,11 @@ export interface StreamSourceServiceClient extends Client {
    * durably before acknowledging it; a record id already stored is acknowledged again and
    * not counted twice, so reporting is safe to retry. A relay forwards the records of
    * relays below it to its own upstream the same way (store first, then forward).
+   * Under mTLS only relays may report: a caller whose certificate CN is not one of the
+   * node's configured relay identities gets PERMISSION_DENIED (RELAY_IDENTITY_NOT_TRUSTED).
    * Errors: INVALID_ARGUMENT (a record without id, stream or times, more than 500
-   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry).
-   * Idempotent.
+   * records; nothing of the batch is stored), UNAVAILABLE (store or upstream down; retry),
+   * PERMISSION_DENIED (above). Idempotent.
    */
   reportUsage(
     request: ReportUsageRequest,

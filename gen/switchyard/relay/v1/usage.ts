@@ -75,7 +75,8 @@ export function leaveReasonToJSON(object: LeaveReason): string {
 /**
  * UsageRecord is what one subscriber received from join to leave, measured by the relay
  * that served it and reported to the source for billing (seed claims 4-6). A relay also
- * records the upstream subscriptions of relays below it (subscriber_id "relay:<id>"):
+ * records the upstream subscriptions of relays below it (subscriber_id "relay:<id>", or
+ * "relay:<certificate CN>" under mTLS):
  * transit between nodes, not end users. The source records its direct subscribers itself
  * and does not record relays' subscriptions to it.
  */
@@ -86,8 +87,8 @@ export interface UsageRecord {
    */
   recordId: string;
   /**
-   * Who received the frames: the verified client-certificate subject under mTLS,
-   * otherwise the `subscriber_id` the subscriber declared, otherwise "anonymous@<peer>".
+   * Who received the frames: the verified client-certificate CN under mTLS ("relay:<CN>"
+   * for a CN the node lists as a relay), otherwise the `subscriber_id` the subscriber declared, otherwise "anonymous@<peer>".
    */
   subscriberId: string;
   /** The stream. */
