@@ -6,6 +6,7 @@
  * to a real IPP printer and reports the printer's verdict. It serves no services of its
  * own besides the common ones.
  */
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { runPrinter } from "../../clients/printer/index.js";
@@ -13,6 +14,7 @@ import type { RoleDefinition } from "../runtime/role.js";
 import { duration, hostPort } from "../runtime/units.js";
 import { pwgDevice } from "./device/device.js";
 import { ippDevice } from "./device/ipp-device.js";
+import type { IppTls } from "./device/ipp.js";
 
 const schema = z.strictObject({
   jobs: hostPort().describe("address of the print-jobs node (required)"),
@@ -29,6 +31,18 @@ const schema = z.strictObject({
       pollMs: duration().default(1_000).describe("Get-Job-Attributes interval while following a job; default 1s"),
       userName: z.string().min(1).default("switchyard").describe("requesting-user-name; default switchyard"),
       media: z.string().optional().describe("PWG media keyword to print on instead of matching the page size, e.g. iso_a4_210x297mm"),
+      tls: z
+        .strictObject({
+          caFile: z.string().optional().describe("PEM file trusted for the printer instead of the system CAs: its CA, or its self-signed certificate itself"),
+          certSha256: z
+            .string()
+            .regex(/^([0-9a-fA-F]{2}:?){31}[0-9a-fA-F]{2}$/, "a SHA-256 fingerprint: 64 hex digits, colons optional")
+            .optional()
+            .describe("pin the printer's certificate by its SHA-256 fingerprint (as a refused connection reports it): exactly that certificate is accepted"),
+          serverName: z.string().optional().describe("name the certificate must carry when the URI's host is not it (printer dialled by IP)"),
+        })
+        .optional()
+        .describe("certificate check for ipps:// printers; default: system CAs and the URI's host name"),
     })
     .optional()
     .describe("forward jobs to a real IPP printer (PWG Raster) instead of writing files; paperSheets/userCancelAfterPages do not apply"),
@@ -36,6 +50,15 @@ const schema = z.strictObject({
 
 /** Resolved printer options. */
 export type PrinterConfig = z.output<typeof schema>;
+
+/** The IPP client's certificate check from the role's `ipp.tls` (the CA file is read once, here). */
+function printerTls(t: NonNullable<NonNullable<PrinterConfig["ipp"]>["tls"]>): IppTls {
+  return {
+    ...(t.caFile ? { ca: readFileSync(resolve(t.caFile)) } : {}),
+    ...(t.certSha256 ? { certSha256: t.certSha256 } : {}),
+    ...(t.serverName ? { serverName: t.serverName } : {}),
+  };
+}
 
 /** The printer role. */
 export const printerRole: RoleDefinition<PrinterConfig> = {
@@ -56,6 +79,7 @@ export const printerRole: RoleDefinition<PrinterConfig> = {
           pollMs: cfg.ipp.pollMs,
           userName: cfg.ipp.userName,
           ...(cfg.ipp.media ? { media: cfg.ipp.media } : {}),
+          ...(cfg.ipp.tls ? { tls: printerTls(cfg.ipp.tls) } : {}),
           onPage: () => printed++,
           onJob: (job, ippJobId) => ctx.log.info({ job, ippJobId, printer: cfg.ipp?.uri }, "job accepted by the IPP printer"),
         })

@@ -67,8 +67,8 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
     await c?.stop();
   });
 
-  async function printerFor(id: string, uri: string, color: boolean): Promise<void> {
-    const node = await c.add(printerRole, `printer-${id}`, { jobs: c.jobs.address, printerId: id, color, ipp: { uri, pollMs: "200ms", jobTimeoutMs: "60s" } });
+  async function printerFor(id: string, uri: string, color: boolean, tls?: Record<string, string>): Promise<void> {
+    const node = await c.add(printerRole, `printer-${id}`, { jobs: c.jobs.address, printerId: id, color, ipp: { uri, pollMs: "200ms", jobTimeoutMs: "60s", ...(tls ? { tls } : {}) } });
     onCleanup(() => node.stop());
   }
 
@@ -141,6 +141,47 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const done = await finished(jobs, job.name);
       assert.equal(JobState[done.state], "CANCELLED");
       await eventually(() => ipptoolJobs(printer)[0]?.["job-state"] === "canceled", 30_000, 300);
+    });
+  });
+
+  describe("an ipps:// printer with a self-signed certificate", () => {
+    const onePage = async (printerId: string): Promise<PrintJob> => {
+      const job = await jobs.submit({ requestId: "", printerId, document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
+      return finished(jobs, job.name);
+    };
+
+    it("refuses it unless trusted, naming its fingerprint, and sends the printer no job", async () => {
+      const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
+      const cert = await printer.certificate();
+      await printerFor("ipps-untrusted", printer.ippsUri, false);
+      const done = await onePage("ipps-untrusted");
+      assert.equal(JobState[done.state], "FAILED");
+      assert.equal(done.errorReason, "IPP_CERTIFICATE_UNTRUSTED");
+      assert.match(done.errorMessage, /DEPTH_ZERO_SELF_SIGNED_CERT/);
+      assert.ok(done.errorMessage.includes(cert.sha256), done.errorMessage);
+      assert.deepEqual(ipptoolJobs(printer), []);
+    });
+
+    it("prints over TLS when its certificate is trusted with tls.caFile or pinned with tls.certSha256, and refuses another pin", async () => {
+      const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
+      const cert = await printer.certificate();
+      const caFile = join(tempDir(), "printer.pem");
+      writeFileSync(caFile, cert.pem);
+      await printerFor("ipps-ca", printer.ippsUri, false, { caFile });
+      await printerFor("ipps-pinned", printer.ippsUri, false, { certSha256: cert.sha256.replace(/:/g, "").toLowerCase() });
+      const otherPin = `${cert.sha256.startsWith("00") ? "11" : "00"}${cert.sha256.slice(2)}`;
+      await printerFor("ipps-other-pin", printer.ippsUri, false, { certSha256: otherPin });
+      for (const id of ["ipps-ca", "ipps-pinned"]) {
+        const done = await onePage(id);
+        assert.equal(JobState[done.state], "COMPLETED", `${id}: ${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-2000)}`);
+        assert.equal(done.pagesPrinted, 1);
+      }
+      const refused = await onePage("ipps-other-pin");
+      assert.equal(JobState[refused.state], "FAILED");
+      assert.equal(refused.errorReason, "IPP_CERTIFICATE_MISMATCH");
+      // Two jobs reached the printer (over TLS: its log shows the encrypted sessions).
+      assert.equal(ipptoolJobs(printer).filter((j) => j["job-state"] === "completed").length, 2);
+      assert.match(printer.log(), /Connection now encrypted/);
     });
   });
 

@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { ippCapabilities } from "../../servers/print/device/ipp-device.js";
 import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
@@ -27,6 +28,10 @@ export interface IppEvePrinter {
   log(): string;
   /** Files in the spool folder. */
   files(): string[];
+  /** The same printer over TLS (ippeveprinter answers both on one port, with a self-signed certificate). */
+  ippsUri: string;
+  /** The printer's self-signed certificate (PEM) and its SHA-256 fingerprint; ippeveprinter makes it at the first TLS connection. */
+  certificate(): Promise<{ pem: string; sha256: string }>;
   stop(): Promise<void>;
 }
 
@@ -94,7 +99,10 @@ export async function startIppEvePrinter(o: IppEveOptions = {}): Promise<IppEveP
   mkdirSync(spool);
   const bus = await privateBus(dir);
   const port = await freePort();
-  const args = ["-p", String(port), "-n", "localhost", "-r", "off", "-d", spool, "-k"];
+  const keys = join(dir, "keys");
+  mkdirSync(keys);
+  // -K: its TLS key and self-signed certificate go here, not into a shared keychain.
+  const args = ["-p", String(port), "-n", "localhost", "-r", "off", "-d", spool, "-k", "-K", keys];
   if (o.color) args.push("-s", "10,5");
   if (o.command) args.push("-c", o.command);
   if (o.formats) args.push("-f", o.formats);
@@ -115,5 +123,15 @@ export async function startIppEvePrinter(o: IppEveOptions = {}): Promise<IppEveP
   });
   exited.catch(() => undefined);
   await Promise.race([eventually(() => ippCapabilities(uri, { timeoutMs: 2000 }), 15_000), exited]);
-  return { uri, port, spool, log: () => log, files: () => readdirSync(spool).sort(), stop };
+  const certificate = (): Promise<{ pem: string; sha256: string }> =>
+    new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: "localhost", port, rejectUnauthorized: false }, () => {
+        const cert = s.getPeerCertificate();
+        s.destroy();
+        const pem = `-----BEGIN CERTIFICATE-----\n${(cert.raw.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}\n-----END CERTIFICATE-----\n`;
+        resolve({ pem, sha256: cert.fingerprint256 });
+      });
+      s.once("error", reject);
+    });
+  return { uri, ippsUri: uri.replace(/^ipp:/, "ipps:"), port, spool, log: () => log, files: () => readdirSync(spool).sort(), certificate, stop };
 }

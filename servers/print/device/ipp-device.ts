@@ -9,7 +9,7 @@
 import sharp from "sharp";
 import { PrintOutcome, type DeviceHandler, type DeviceResult, type FetchedPage, type PrintRequest } from "../../../clients/printer/index.js";
 import { ColorMode } from "../../../gen/switchyard/print/v1/print_job.js";
-import { encodeRequest, first, ipp, ippCall, IppError, IppOp, nextId, printerUriValue, strings, Tag, type IppAttributes, type IppCall, type OutAttribute, type Resolution } from "./ipp.js";
+import { encodeRequest, first, ipp, ippCall, IppError, IppOp, nextId, printerUriValue, strings, Tag, type IppAttributes, type IppCall, type IppRequestOptions, type IppTls, type OutAttribute, type Resolution } from "./ipp.js";
 import { pwgHeader, pwgPageData, PWG_SYNC } from "./pwg.js";
 import { halftoneGrey, type DevicePage } from "./raster.js";
 
@@ -27,6 +27,8 @@ export interface IppDeviceOptions {
   pollMs: number;
   /** requesting-user-name. */
   userName: string;
+  /** Certificate check of an ipps:// printer. */
+  tls?: IppTls;
   /** Media keyword to use instead of matching the page size (must be in media-supported). */
   media?: string;
   /** Called after each page is sent. */
@@ -65,7 +67,7 @@ export function mediaSize(name: string): { widthMm: number; heightMm: number } |
 const toDpi = (r: Resolution): number => (r.units === 4 ? Math.round(r.x * 2.54) : r.x);
 
 /** Reads the printer's capabilities (Get-Printer-Attributes). */
-export async function ippCapabilities(uri: string, o: { timeoutMs: number; signal?: AbortSignal }): Promise<IppCapabilities> {
+export async function ippCapabilities(uri: string, o: IppRequestOptions): Promise<IppCapabilities> {
   const r = await ipp(
     uri,
     IppOp.GET_PRINTER_ATTRIBUTES,
@@ -200,7 +202,7 @@ function jobAttrs(plan: IppPlan, caps: IppCapabilities, jobName: string): OutAtt
 
 /** A device handler forwarding every job to the IPP printer at `o.uri`. */
 export function ippDevice(o: IppDeviceOptions): DeviceHandler {
-  const rq = (signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } => ({ timeoutMs: o.requestTimeoutMs, ...(signal ? { signal } : {}) });
+  const rq = (signal?: AbortSignal): IppRequestOptions => ({ timeoutMs: o.requestTimeoutMs, ...(signal ? { signal } : {}), ...(o.tls ? { tls: o.tls } : {}) });
   const user: OutAttribute = { tag: Tag.NAME, name: "requesting-user-name", values: [o.userName] };
   const cancel = async (ippJobId: number): Promise<void> => {
     await ipp(o.uri, IppOp.CANCEL_JOB, [{ tag: Tag.INTEGER, name: "job-id", values: [ippJobId] }, user], rq()).catch(() => undefined);

@@ -5,7 +5,9 @@
  * attribute maps.
  */
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
+import { request as httpsRequest, type RequestOptions as HttpsRequestOptions } from "node:https";
+import type { Socket } from "node:net";
+import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from "node:tls";
 
 /** IPP operation ids used here. */
 export const IppOp = {
@@ -286,6 +288,84 @@ export function httpUrl(printerUri: string): URL {
   throw new IppError(`printer URI ${printerUri}: scheme must be ipp, ipps, http or https`, "IPP_BAD_URI");
 }
 
+/**
+ * How the certificate of an ipps:// (https) printer is checked. Printers mostly present
+ * self-signed certificates, which no system CA vouches for: trust the printer's own
+ * certificate (or its CA) with `ca`, or pin that exact certificate with `certSha256`.
+ */
+export interface IppTls {
+  /** PEM certificates trusted for the printer instead of the system CAs: its CA, or its self-signed certificate itself. */
+  ca?: Buffer;
+  /** SHA-256 fingerprint of the printer's certificate (hex, colons optional): exactly that certificate is accepted, whoever issued it and whatever name it carries. */
+  certSha256?: string;
+  /** The name the certificate must carry when the URI's host is not it (e.g. the printer is dialled by IP). */
+  serverName?: string;
+}
+
+/** Upper-case hex without separators. */
+const normalHex = (fp: string): string => fp.replace(/[^0-9a-fA-F]/g, "").toUpperCase();
+
+/**
+ * A TLS connection to a printer, handed to the HTTP request only once the certificate
+ * passed the check, so not a byte of the request goes to a printer that fails it. A
+ * failure names the certificate's SHA-256 fingerprint, which an operator who checked it
+ * on the printer's panel can pin.
+ */
+function printerConnection(url: URL, tls: IppTls, timeoutMs: number): NonNullable<HttpsRequestOptions["createConnection"]> {
+  return (opts, oncreate) => {
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const servername = tls.serverName ?? (/^[\d.]+$|:/.test(host) ? undefined : host);
+    const o: ConnectionOptions = {
+      host,
+      port: Number(url.port || 443),
+      rejectUnauthorized: false,
+      ALPNProtocols: ["http/1.1"],
+      ...(servername ? { servername } : {}),
+      ...(tls.ca ? { ca: tls.ca } : {}),
+      ...(tls.serverName ? { checkServerIdentity: (_h: string, cert: Parameters<typeof checkServerIdentity>[1]) => checkServerIdentity(tls.serverName as string, cert) } : {}),
+    };
+    void opts;
+    const socket = tlsConnect(o);
+    const fail = (err: Error): void => {
+      socket.destroy();
+      oncreate(err, undefined as unknown as Socket);
+    };
+    socket.setTimeout(timeoutMs, () => fail(new IppError(`no TLS handshake with ${url.host} within ${timeoutMs} ms`, "IPP_TIMEOUT")));
+    socket.once("error", fail);
+    socket.once("secureConnect", () => {
+      socket.setTimeout(0);
+      socket.off("error", fail);
+      const fp = socket.getPeerCertificate().fingerprint256 ?? "";
+      if (tls.certSha256 !== undefined) {
+        if (normalHex(fp) !== normalHex(tls.certSha256)) {
+          fail(new IppError(`printer ${url.host} presented a certificate with SHA-256 ${fp}, not the pinned ${tls.certSha256}`, "IPP_CERTIFICATE_MISMATCH"));
+          return;
+        }
+      } else if (!socket.authorized) {
+        const why = String(socket.authorizationError ?? "not trusted");
+        fail(
+          new IppError(
+            `printer ${url.host}'s certificate is not trusted (${why}); trust it with printer.ipp.tls.caFile (its certificate or CA) or pin it with printer.ipp.tls.certSha256 (it presented SHA-256 ${fp})`,
+            "IPP_CERTIFICATE_UNTRUSTED",
+          ),
+        );
+        return;
+      }
+      oncreate(null, socket);
+    });
+    return undefined;
+  };
+}
+
+/** Options of one IPP request. */
+export interface IppRequestOptions {
+  /** Time limit of the request (and of the TLS handshake). */
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Certificate check of an ipps:// printer (default: the system CAs and the URI's host name). */
+  tls?: IppTls;
+}
+
 /** A request whose body is written by the caller (documents are streamed as pages come). */
 export interface IppCall {
   /** Writes body bytes, waiting for backpressure. */
@@ -297,14 +377,11 @@ export interface IppCall {
 }
 
 /** Starts a POST of `head` (an encoded request) to the printer; more body bytes may follow. */
-export function ippCall(printerUri: string, head: Buffer, o: { timeoutMs: number; signal?: AbortSignal }): IppCall {
+export function ippCall(printerUri: string, head: Buffer, o: IppRequestOptions): IppCall {
   const url = httpUrl(printerUri);
-  const req: ClientRequest = (url.protocol === "https:" ? httpsRequest : httpRequest)(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/ipp" },
-    timeout: o.timeoutMs,
-    ...(o.signal ? { signal: o.signal } : {}),
-  });
+  const common = { method: "POST", headers: { "Content-Type": "application/ipp" }, timeout: o.timeoutMs, ...(o.signal ? { signal: o.signal } : {}) };
+  const req: ClientRequest =
+    url.protocol === "https:" ? httpsRequest(url, { ...common, createConnection: printerConnection(url, o.tls ?? {}, o.timeoutMs) }) : httpRequest(url, common);
   let failure: Error | undefined;
   const response = new Promise<IncomingMessage>((resolve, reject) => {
     req.on("response", resolve);
@@ -370,7 +447,7 @@ export function printerUriValue(uri: string): string {
 }
 
 /** One request without a document (printer-uri added first). */
-export async function ipp(printerUri: string, operation: number, op: OutAttribute[], o: { timeoutMs: number; signal?: AbortSignal; job?: OutAttribute[] }): Promise<IppResponse> {
+export async function ipp(printerUri: string, operation: number, op: OutAttribute[], o: IppRequestOptions & { job?: OutAttribute[] }): Promise<IppResponse> {
   return ippCall(printerUri, encodeRequest(operation, nextId(), [{ tag: Tag.URI, name: "printer-uri", values: [printerUriValue(printerUri)] }, ...op], o.job), o).finish();
 }
 

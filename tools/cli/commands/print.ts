@@ -178,10 +178,12 @@ export function registerPrint(program: Command): void {
     .requiredOption("--id <id>", "printer id")
     .option("--out <dir>", "folder for the PWG Raster files (required unless --ipp)")
     .option("--ipp <uri>", "forward jobs as PWG Raster to this IPP printer, e.g. ipp://host:631/ipp/print")
+    .option("--ipp-ca <file>", "ipps://: PEM trusted for the printer (its CA, or its self-signed certificate)")
+    .option("--ipp-cert-sha256 <fingerprint>", "ipps://: accept exactly the printer certificate with this SHA-256 fingerprint")
     .option("--jobs <host:port>", "print-jobs node", DEFAULT_JOBS)
     .option("--mono", "monochrome device")
     .option("--paper <sheets>", "simulate a tray with this many sheets (file output only)")
-    .action(async (o: { id: string; out?: string; ipp?: string; jobs: string; mono?: boolean; paper?: string }) => {
+    .action(async (o: { id: string; out?: string; ipp?: string; ippCa?: string; ippCertSha256?: string; jobs: string; mono?: boolean; paper?: string }) => {
       if (!o.out && !o.ipp) {
         process.stderr.write("switchyard printer: give --out DIR or --ipp URI\n");
         process.exitCode = 2;
@@ -192,7 +194,15 @@ export function registerPrint(program: Command): void {
       process.once("SIGTERM", () => stop.abort());
       const out = resolve(o.out ?? ".");
       const device = o.ipp
-        ? ippDevice({ uri: o.ipp, color: !o.mono, requestTimeoutMs: 30_000, jobTimeoutMs: 600_000, pollMs: 1000, userName: "switchyard" })
+        ? ippDevice({
+            uri: o.ipp,
+            color: !o.mono,
+            requestTimeoutMs: 30_000,
+            jobTimeoutMs: 600_000,
+            pollMs: 1000,
+            userName: "switchyard",
+            tls: { ...(o.ippCa ? { ca: readFileSync(resolve(o.ippCa)) } : {}), ...(o.ippCertSha256 ? { certSha256: o.ippCertSha256 } : {}) },
+          })
         : pwgDevice({ outDir: out, color: !o.mono, ...(o.paper ? { paperSheets: Number(o.paper) } : {}) });
       process.stdout.write(`printer ${o.id} attached to ${o.jobs}; ${o.ipp ? `forwarding to ${o.ipp}` : `writing PWG Raster to ${out}`} (Ctrl-C stops)\n`);
       await runPrinter(
