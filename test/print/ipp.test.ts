@@ -162,16 +162,20 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       assert.deepEqual(ipptoolJobs(printer), []);
     });
 
-    it("prints over TLS when its certificate is trusted with tls.caFile or pinned with tls.certSha256, and refuses another pin", async () => {
+    it("prints over TLS when its certificate is trusted with tls.caFile (by IP: with serverName) or pinned with tls.certSha256, and refuses another pin", async () => {
       const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
       const cert = await printer.certificate();
       const caFile = join(tempDir(), "printer.pem");
       writeFileSync(caFile, cert.pem);
       await printerFor("ipps-ca", printer.ippsUri, false, { caFile });
       await printerFor("ipps-pinned", printer.ippsUri, false, { certSha256: cert.sha256.replace(/:/g, "").toLowerCase() });
+      // Dialled by IP, the certificate (CN=localhost) must be checked against its name.
+      const byIp = printer.ippsUri.replace("//localhost:", "//127.0.0.1:");
+      await printerFor("ipps-by-ip", byIp, false, { caFile, serverName: "localhost" });
+      await printerFor("ipps-by-ip-unnamed", byIp, false, { caFile });
       const otherPin = `${cert.sha256.startsWith("00") ? "11" : "00"}${cert.sha256.slice(2)}`;
       await printerFor("ipps-other-pin", printer.ippsUri, false, { certSha256: otherPin });
-      for (const id of ["ipps-ca", "ipps-pinned"]) {
+      for (const id of ["ipps-ca", "ipps-pinned", "ipps-by-ip"]) {
         const done = await onePage(id);
         assert.equal(JobState[done.state], "COMPLETED", `${id}: ${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-2000)}`);
         assert.equal(done.pagesPrinted, 1);
@@ -179,8 +183,11 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const refused = await onePage("ipps-other-pin");
       assert.equal(JobState[refused.state], "FAILED");
       assert.equal(refused.errorReason, "IPP_CERTIFICATE_MISMATCH");
-      // Two jobs reached the printer (over TLS: its log shows the encrypted sessions).
-      assert.equal(ipptoolJobs(printer).filter((j) => j["job-state"] === "completed").length, 2);
+      const unnamed = await onePage("ipps-by-ip-unnamed");
+      assert.equal(unnamed.errorReason, "IPP_CERTIFICATE_UNTRUSTED");
+      assert.match(unnamed.errorMessage, /ERR_TLS_CERT_ALTNAME_INVALID/);
+      // Three jobs reached the printer (over TLS: its log shows the encrypted sessions).
+      assert.equal(ipptoolJobs(printer).filter((j) => j["job-state"] === "completed").length, 3);
       assert.match(printer.log(), /Connection now encrypted/);
     });
   });
