@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { PrintJobsClient, JobState, ColorMode, type PrintJob } from "../../clients/print/index.js";
 import { printerRole } from "../../servers/print/role-printer.js";
 import { readPwg } from "../../servers/print/device/pwg.js";
-import { mediaSize, planJob, planPage, type IppCapabilities } from "../../servers/print/device/ipp-device.js";
+import { mediaSize, planForPage, planJob, planPage, type IppCapabilities } from "../../servers/print/device/ipp-device.js";
 import { decodeResponse, encodeRequest, IppOp, Tag } from "../../servers/print/device/ipp.js";
+import { PDFDocument, StandardFonts } from "pdf-lib";
 import sharp from "sharp";
 import { imagePdf, textPdf } from "../../tools/fixtures/pdfs.js";
 import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
@@ -105,6 +106,29 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       // And ippevepcl turned it into PCL for the engine.
       const prn = files.find((f) => f.endsWith(".prn"));
       assert.ok(prn && readFileSync(join(printer.spool, prn)).length > 1000, `no PCL output: ${files.join(", ")}`);
+    });
+  });
+
+  describe("a document of mixed page sizes", () => {
+    it("sends each page on the media that fits it, named in its own page header", async () => {
+      const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
+      await printerFor("ipp-mixed", printer.uri, false);
+      const doc = await PDFDocument.create();
+      const font = await doc.embedFont(StandardFonts.Helvetica);
+      for (const [w, h] of [[612, 792], [612, 1008], [595.28, 841.89]] as const) doc.addPage([w, h]).drawText(`${w} x ${h}`, { x: 72, y: h - 100, size: 24, font });
+      const job = await jobs.submit({ requestId: "", printerId: "ipp-mixed", document: { $case: "content", value: Buffer.from(await doc.save()) }, settings: { dpi: 150, colorMode: ColorMode.MONOCHROME, jpegQuality: 85, password: "" } });
+      const done = await finished(jobs, job.name);
+      assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
+      assert.equal(done.pagesPrinted, 3);
+      const pages = readPwg(readFileSync(join(printer.spool, printer.files().find((f) => f.endsWith(".pwg")) as string)));
+      assert.deepEqual(
+        pages.map((p) => [p.width, p.height, p.header.toString("ascii", 1732, 1732 + 64).replace(/\0+$/, "")]),
+        [
+          [2550, 3300, "na_letter_8.5x11in"],
+          [2550, 4200, "na_legal_8.5x14in"],
+          [2480, 3508, "iso_a4_210x297mm"],
+        ],
+      );
     });
   });
 
@@ -287,6 +311,14 @@ describe("IPP job planning", () => {
   it("matches the page to a listed media in either orientation, else uses media-default", () => {
     assert.equal(planJob(caps, false, 300, { widthMm: 279.4, heightMm: 215.9 }).media, "na_letter_8.5x11in");
     assert.equal(planJob(caps, false, 300, { widthMm: 100, heightMm: 150 }).media, "iso_a4_210x297mm");
+  });
+
+  it("puts a page of another size on the listed media that fits it, else on the job's media", () => {
+    const letterJob = planJob(caps, false, 300, { widthMm: 215.9, heightMm: 279.4 });
+    assert.equal(planForPage(letterJob, caps, { widthMm: 216, heightMm: 279 }), letterJob);
+    assert.deepEqual(planForPage(letterJob, caps, { widthMm: 297, heightMm: 210 }), { ...letterJob, media: "iso_a4_210x297mm", widthMm: 210, heightMm: 297 });
+    assert.equal(planForPage(letterJob, caps, { widthMm: 420, heightMm: 297 }), letterJob, "A3: nothing listed fits");
+    assert.equal(planForPage(letterJob, caps, { widthMm: 210, heightMm: 297 }, "na_letter_8.5x11in"), letterJob, "an override holds for every page");
   });
 
   it("fits a landscape page onto portrait media, turned and centred", async () => {

@@ -127,6 +127,30 @@ export interface IppPlan {
   colorMode: "color" | "monochrome" | "";
 }
 
+/** Whether media `m` takes a page of `pageMm` (within 3 mm, either orientation). */
+function mediaFits(m: { widthMm: number; heightMm: number }, pageMm: { widthMm: number; heightMm: number }): boolean {
+  return (Math.abs(m.widthMm - pageMm.widthMm) <= 3 && Math.abs(m.heightMm - pageMm.heightMm) <= 3) || (Math.abs(m.widthMm - pageMm.heightMm) <= 3 && Math.abs(m.heightMm - pageMm.widthMm) <= 3);
+}
+
+/**
+ * The plan for one page of a job: a page of another size than the first (a Legal page in
+ * a Letter document) goes on the listed media that fits it, named in its own PWG page
+ * header (PageSize, cupsPageSizeName), so a printer that feeds media per page prints it
+ * at its size; a page no listed media fits is scaled onto the job's media. A configured
+ * media override applies to every page.
+ */
+export function planForPage(plan: IppPlan, caps: IppCapabilities, pageMm: { widthMm: number; heightMm: number }, mediaOverride?: string): IppPlan {
+  if (mediaOverride || mediaFits(plan, pageMm)) return plan;
+  const m = caps.media.find((x) => mediaFits(x, pageMm));
+  return m ? { ...plan, media: m.name, widthMm: m.widthMm, heightMm: m.heightMm } : plan;
+}
+
+/** A page's size in mm from its JPEG (pixels at `dpi`). */
+async function jpegPageMm(jpeg: Buffer, dpi: number): Promise<{ widthMm: number; heightMm: number }> {
+  const meta = await sharp(jpeg).metadata();
+  return { widthMm: ((meta.width ?? 0) / dpi) * 25.4, heightMm: ((meta.height ?? 0) / dpi) * 25.4 };
+}
+
 /** Picks raster type, resolution and media for a job whose first page is `pageMm` at `dpi`. */
 export function planJob(caps: IppCapabilities, wantColor: boolean, dpi: number, pageMm: { widthMm: number; heightMm: number }, mediaOverride?: string): IppPlan {
   if (!caps.formats.includes("image/pwg-raster")) {
@@ -142,8 +166,7 @@ export function planJob(caps: IppCapabilities, wantColor: boolean, dpi: number, 
   const sorted = [...new Set(caps.resolutions)].sort((a, b) => a - b);
   if (sorted.length === 0) throw new IppError("the printer lists no square pwg-raster-document-resolution-supported", "IPP_RESOLUTION_NOT_SUPPORTED");
   const chosenDpi = sorted.includes(dpi) ? dpi : (sorted.find((r) => r >= dpi) ?? (sorted[sorted.length - 1] as number));
-  const fits = (m: { widthMm: number; heightMm: number }): boolean =>
-    (Math.abs(m.widthMm - pageMm.widthMm) <= 3 && Math.abs(m.heightMm - pageMm.heightMm) <= 3) || (Math.abs(m.widthMm - pageMm.heightMm) <= 3 && Math.abs(m.heightMm - pageMm.widthMm) <= 3);
+  const fits = (m: { widthMm: number; heightMm: number }): boolean => mediaFits(m, pageMm);
   let media: { name: string; widthMm: number; heightMm: number } | undefined;
   if (mediaOverride) {
     const size = mediaSize(mediaOverride);
@@ -225,8 +248,7 @@ export function ippDevice(o: IppDeviceOptions): DeviceHandler {
     if (firstPage.done) return { outcome: PrintOutcome.DONE, reason: "", pagesPrinted: 0 };
     const p1: FetchedPage = firstPage.value;
     const dpi1 = p1.page.dpi || req.dpi;
-    const meta = await sharp(p1.jpeg).metadata();
-    const plan = planJob(caps, o.color && req.colorMode !== ColorMode.MONOCHROME, dpi1, { widthMm: ((meta.width ?? 0) / dpi1) * 25.4, heightMm: ((meta.height ?? 0) / dpi1) * 25.4 }, o.media);
+    const plan = planJob(caps, o.color && req.colorMode !== ColorMode.MONOCHROME, dpi1, await jpegPageMm(p1.jpeg, dpi1), o.media);
     const jobName: OutAttribute = { tag: Tag.NAME, name: "job-name", values: [`switchyard ${req.jobId}`] };
     const format: OutAttribute = { tag: Tag.MIME_TYPE, name: "document-format", values: ["image/pwg-raster"] };
     const uri: OutAttribute = { tag: Tag.URI, name: "printer-uri", values: [printerUriValue(o.uri)] };
@@ -250,8 +272,10 @@ export function ippDevice(o: IppDeviceOptions): DeviceHandler {
     try {
       await call.write(PWG_SYNC);
       const send = async (fp: FetchedPage): Promise<void> => {
-        const dp = await planPage(fp.jpeg, fp.page.dpi || req.dpi, plan);
-        await call.write(Buffer.concat([pwgHeader(dp, fp.page.pageNumber, req.pageCount, { mediaName: plan.media }), pwgPageData(dp)]));
+        const dpi = fp.page.dpi || req.dpi;
+        const pagePlan = fp === p1 ? plan : planForPage(plan, caps, await jpegPageMm(fp.jpeg, dpi), o.media);
+        const dp = await planPage(fp.jpeg, dpi, pagePlan);
+        await call.write(Buffer.concat([pwgHeader(dp, fp.page.pageNumber, req.pageCount, { mediaName: pagePlan.media }), pwgPageData(dp)]));
         sent++;
         o.onPage?.(req.jobId, fp.page.pageNumber);
       };
