@@ -19,7 +19,7 @@ import { msToDuration } from "../grpc/duration.js";
 
 export { AppGatewayServiceClient, ControlServiceClient, MaintenanceServiceClient };
 export type { InvokeResponse, ListAppsResponse, SignOnResponse, GetBillingResponse, GetUserDataResponse, ListChildrenResponse, Hop, InstalledApp };
-export { AppState, DiffOutcome } from "../../gen/switchyard/passon/v1/app.js";
+export { AppState, DiffOutcome, QueuedCommandKind } from "../../gen/switchyard/passon/v1/app.js";
 
 /** A user's connection to their local node. */
 export class PassonClient {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
-import { ChildState } from "../../gen/switchyard/passon/v1/app.js";
+import { ChildState, QueuedCommandKind, QueuedCommandOutcome } from "../../gen/switchyard/passon/v1/app.js";
 import { Command as CommandCodec, type Command, type CommandResult, type ConnectResponse, type Status } from "../../gen/switchyard/passon/v1/control_service.js";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { DeadlineExceededError, NotFoundError } from "../runtime/errors.js";
@@ -14,6 +14,17 @@ import { DOMAIN, ForwardedError, UnavailableError } from "./errors.js";
 
 /** How often a child's reported state is written through at most (see update()). */
 const PERSIST_EVERY_MS = 1000;
+/** Outcomes of delivered queued commands kept per child (ChildState.queued_outcomes). */
+const KEPT_OUTCOMES = 10;
+
+/** A queued command as stored: the command and when it was queued. */
+interface StoredQueued {
+  command: unknown;
+  queuedAtMs: number;
+}
+
+/** Queue keys are "<child>\0<16-digit sequence>": in order per child. */
+const seqKey = (id: string, seq: number): string => `${id}\u0000${String(seq).padStart(16, "0")}`;
 
 /** One open control channel. */
 export interface ChildSession {
@@ -38,17 +49,22 @@ export class Children {
   private readonly queue: Collection<unknown>;
   private readonly queuedCount = new Map<string, number>();
   private queueSeq = 0;
+  /** How delivered queued commands ended, per child, newest first ("<child>\0<seq>" keys). */
+  private readonly outcomesCol: Collection<unknown>;
+  private readonly outcomes = new Map<string, { key: string; outcome: QueuedCommandOutcome }[]>();
+  private outcomeSeq = 0;
   private readonly persistedAt = new Map<string, number>();
   private readonly persistedStatus = new Map<string, Status | undefined>();
 
   constructor(
-    store: NodeStore,
+    private readonly store: NodeStore,
     private readonly offlineAfterMs: number,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
     this.col = store.collection<unknown>("passon-children");
     this.queue = store.collection<unknown>("passon-queued-commands");
+    this.outcomesCol = store.collection<unknown>("passon-queued-outcomes");
   }
 
   /** Loads the last known state of every child and the commands queued for them. */
@@ -60,35 +76,70 @@ export class Children {
       this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
       this.queueSeq = Math.max(this.queueSeq, Number(k.slice(sep + 1)));
     }
+    for await (const [k, v] of this.outcomesCol.entries()) {
+      const sep = k.indexOf("\u0000");
+      const id = k.slice(0, sep);
+      const list = this.outcomes.get(id) ?? [];
+      list.unshift({ key: k, outcome: QueuedCommandOutcome.fromJSON(v) }); // keys ascend: newest ends first
+      this.outcomes.set(id, list);
+      this.outcomeSeq = Math.max(this.outcomeSeq, Number(k.slice(sep + 1)));
+    }
   }
 
   /** Stores a command for a child that is offline; drain() delivers it once it reconnects. */
   async enqueue(id: string, action: Command["action"]): Promise<void> {
-    const key = `${id}\u0000${String(++this.queueSeq).padStart(16, "0")}`;
-    await this.queue.put(key, CommandCodec.toJSON({ commandId: "", action }));
+    const stored: StoredQueued = { command: CommandCodec.toJSON({ commandId: "", action }), queuedAtMs: this.now() };
+    await this.queue.put(seqKey(id, ++this.queueSeq), stored);
     this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
   }
 
   /**
    * Delivers a child's queued commands in order, each forgotten once the child answered it
-   * (a refusal is logged: a queued install whose lease ended meanwhile, a version that is
-   * no longer newer). Stops, keeping the rest, when the child goes offline or does not
-   * answer in time; the next connect resumes.
+   * and its outcome recorded (ChildState.queued_outcomes: applied, or refused with the
+   * child's reason — a queued install whose lease ended meanwhile, a version that is no
+   * longer newer). Stops, keeping the rest, when the child goes offline or does not answer
+   * in time; the next connect resumes.
    */
   async drain(id: string, timeoutMs: number): Promise<void> {
     if (!this.queuedCount.get(id)) return;
     for await (const [k, v] of this.queue.prefixed(`${id}\u0000`)) {
-      const action = CommandCodec.fromJSON(v).action;
+      // Entries queued before outcomes were kept are the bare Command.
+      const stored = v as Partial<StoredQueued>;
+      const action = CommandCodec.fromJSON(stored.command ?? v).action;
+      const queuedAt = stored.queuedAtMs !== undefined ? new Date(stored.queuedAtMs) : undefined;
+      let refusal: { reason: string; message: string } | undefined;
       try {
         await this.command(id, action, timeoutMs);
         this.log.info({ child: id, command: action?.$case }, "queued command delivered");
       } catch (err) {
         if (err instanceof UnavailableError || err instanceof DeadlineExceededError) return;
-        this.log.warn({ child: id, command: action?.$case, err: (err as Error).message }, "queued command refused by the child");
+        refusal = { reason: (err as { reason?: string }).reason ?? "CHILD_FAILED", message: (err as Error).message };
+        this.log.warn({ child: id, command: action?.$case, err: refusal.message }, "queued command refused by the child");
       }
-      await this.queue.del(k);
+      const outcome: QueuedCommandOutcome = {
+        kind: action?.$case === "install" ? QueuedCommandKind.INSTALL : QueuedCommandKind.EXPIRE,
+        app: action?.$case === "install" || action?.$case === "expire" ? action.value.name : "",
+        version: action?.$case === "install" ? action.value.version : 0,
+        ...(queuedAt ? { queuedAt } : {}),
+        answeredAt: new Date(this.now()),
+        applied: refusal === undefined,
+        errorReason: refusal?.reason ?? "",
+        errorMessage: refusal?.message ?? "",
+      };
+      await this.recordOutcome(id, k, outcome);
       this.queuedCount.set(id, Math.max(0, (this.queuedCount.get(id) ?? 1) - 1));
     }
+  }
+
+  /** Forgets queue entry `queueKey` and records how it ended, in one batch; keeps the newest KEPT_OUTCOMES. */
+  private async recordOutcome(id: string, queueKey: string, outcome: QueuedCommandOutcome): Promise<void> {
+    const key = seqKey(id, ++this.outcomeSeq);
+    const list = [{ key, outcome }, ...(this.outcomes.get(id) ?? [])];
+    const dropped = list.splice(KEPT_OUTCOMES);
+    const b = this.store.batch().del(this.queue, queueKey).put(this.outcomesCol, key, QueuedCommandOutcome.toJSON(outcome));
+    for (const d of dropped) b.del(this.outcomesCol, d.key);
+    await b.write();
+    this.outcomes.set(id, list);
   }
 
   /** Registers a child's new session, replacing (and closing) an older one. */
@@ -126,6 +177,7 @@ export class Children {
       queuedRecords: st?.queuedRecords ?? 0n,
       queuedDiffs: st?.queuedDiffs ?? 0n,
       queuedCommands: BigInt(this.queuedCount.get(s.nodeId) ?? 0),
+      queuedOutcomes: [],
       ...(st?.delegationNotAfter ? { delegationNotAfter: st.delegationNotAfter } : {}),
       descendants: (st?.descendants ?? []).map((d) => d.nodeId),
     });
@@ -160,7 +212,7 @@ export class Children {
   states(): ChildState[] {
     const out: ChildState[] = [];
     for (const [id, k] of [...this.known].sort(([a], [b]) => a.localeCompare(b))) {
-      out.push({ ...k, online: this.live(id) !== undefined, queuedCommands: BigInt(this.queuedCount.get(id) ?? 0) });
+      out.push({ ...k, online: this.live(id) !== undefined, queuedCommands: BigInt(this.queuedCount.get(id) ?? 0), queuedOutcomes: (this.outcomes.get(id) ?? []).map((o) => o.outcome) });
       const s = this.sessions.get(id);
       for (const d of s?.status?.descendants ?? []) out.push({ ...d, online: d.online && this.live(id) !== undefined });
     }

@@ -576,6 +576,7 @@ export async function createPassonNode(kind: PassonKind, ctx: RoleContext<Passon
       queuedRecords: 0n,
       queuedDiffs: 0n,
       queuedCommands: 0n,
+      queuedOutcomes: [],
       descendants: children.states().map((c) => c.nodeId),
     });
     services.push(

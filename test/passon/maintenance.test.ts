@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
-import { AppState } from "../../clients/passon/index.js";
+import { AppState, QueuedCommandKind } from "../../clients/passon/index.js";
 import { centerRole, localRole } from "../../servers/passon/index.js";
 import { eventually, startTestNode } from "../helpers/nodes.js";
-import { demoModule, FAST, maintenance, startTree, userAt, USERS, waitProvisioned } from "./tree.js";
+import { demoModule, FAST, maintenance, startCenter, startTree, userAt, USERS, waitProvisioned } from "./tree.js";
 
 const reason = (err: unknown): string | undefined => parseRichError(err).errorInfo?.reason;
 
@@ -65,9 +65,11 @@ describe("Pass-on maintenance", () => {
       const queued = await m.installOrQueue({ nodeId: "local-1", name: "shout", version: 1, module: demoModule("upper") });
       assert.deepEqual(queued, { queued: true });
       assert.deepEqual(await m.expireOrQueue("local-1", "echo"), { queued: true });
+      // One the child will refuse: counter v1 again, with another module.
+      assert.deepEqual(await m.installOrQueue({ nodeId: "local-1", name: "counter", version: 1, module: demoModule("upper") }), { queued: true });
       // Still refused for a stranger, queued or not.
       await assert.rejects(m.installOrQueue({ nodeId: "nobody", name: "x", version: 1, module: demoModule("echo") }), (err: unknown) => reason(err) === "NODE_NOT_FOUND");
-      assert.equal((await m.children()).children.find((c) => c.nodeId === "local-1")?.queuedCommands, 2n);
+      assert.equal((await m.children()).children.find((c) => c.nodeId === "local-1")?.queuedCommands, 3n);
       const local = await startTestNode(localRole, { id: "local-1", dataDir: t.dirs.local, roleConfig: { ...FAST, parent: t.center.address } });
       await eventually(async () => {
         const c = (await m.children()).children.find((x) => x.nodeId === "local-1");
@@ -79,6 +81,19 @@ describe("Pass-on maintenance", () => {
       assert.equal(shout.response.toString(), "HI");
       // echo was expired at the local and no node above serves it.
       await assert.rejects(alice.invoke("echo", "x"), (err: unknown) => reason(err) === "APP_NOT_FOUND");
+      // How each queued command ended, newest first, without reading the center's log; kept
+      // across a restart of the center.
+      const outcomes = async (): Promise<unknown[]> =>
+        ((await maintenance(t.center).children()).children.find((c) => c.nodeId === "local-1")?.queuedOutcomes ?? []).map((o) => [QueuedCommandKind[o.kind], o.app, o.version, o.applied, o.errorReason, !!o.queuedAt && !!o.answeredAt && o.queuedAt <= o.answeredAt]);
+      const expected = [
+        ["INSTALL", "counter", 1, false, "APP_VERSION_NOT_NEWER", true],
+        ["EXPIRE", "echo", 0, true, "", true],
+        ["INSTALL", "shout", 1, true, "", true],
+      ];
+      assert.deepEqual(await outcomes(), expected);
+      await t.center.stop();
+      t.center = await startCenter(t.upper.address, t.dirs.center);
+      assert.deepEqual(await outcomes(), expected);
     });
   });
 

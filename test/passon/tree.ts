@@ -43,12 +43,20 @@ export async function startTree(opts: { localExtra?: Record<string, unknown>; ce
     dataDir: dirs.upper,
     roleConfig: { ...FAST, apps: [{ app: "reverse", module: "demo:reverse" }] },
   });
-  const center = await startTestNode(centerRole, {
+  const center = await startCenter(upper.address, dirs.center, opts.centerExtra);
+  const local = await startTestNode(localRole, { id: "local-1", dataDir: dirs.local, roleConfig: { ...FAST, parent: center.address, ...opts.localExtra } });
+  await waitProvisioned(center, "local-1", ["counter", "echo", "notes"]);
+  return { upper, center, local, dirs };
+}
+
+/** Starts (or restarts, on the same `dataDir`) the tree's center-1 under the upper at `upperAddress`. */
+export function startCenter(upperAddress: string, dataDir: string, extra: Record<string, unknown> = {}): Promise<RunningNode> {
+  return startTestNode(centerRole, {
     id: "center-1",
-    dataDir: dirs.center,
+    dataDir,
     roleConfig: {
       ...FAST,
-      parent: upper.address,
+      parent: upperAddress,
       users: USERS,
       apps: [
         { app: "upper", module: "demo:upper" },
@@ -59,12 +67,9 @@ export async function startTree(opts: { localExtra?: Record<string, unknown>; ce
         { node: "local-1", app: "counter", module: "demo:counter" },
         { node: "local-1", app: "notes", module: "demo:notes" },
       ],
-      ...opts.centerExtra,
+      ...extra,
     },
   });
-  const local = await startTestNode(localRole, { id: "local-1", dataDir: dirs.local, roleConfig: { ...FAST, parent: center.address, ...opts.localExtra } });
-  await waitProvisioned(center, "local-1", ["counter", "echo", "notes"]);
-  return { upper, center, local, dirs };
 }
 
 /** Waits until the child reports the apps installed and a delegation. */

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import Table from "cli-table3";
 import { describeError } from "../../../clients/grpc/call.js";
-import { AppState, MaintenanceClient, PassonClient, type InstalledApp } from "../../../clients/passon/index.js";
+import { AppState, MaintenanceClient, PassonClient, QueuedCommandKind, type InstalledApp } from "../../../clients/passon/index.js";
 import { parseDurationMs } from "../../../servers/runtime/units.js";
 import { readModule } from "../../../servers/passon/index.js";
 import { clientSettings } from "../settings.js";
@@ -150,6 +150,14 @@ export function registerPasson(program: Command): void {
           t.push(["  " + c.nodeId, c.role, c.online ? "online" : "OFFLINE", c.lastReport?.toISOString() ?? "never", apps(c.apps), String(c.queuedRecords), String(c.queuedDiffs), String(c.queuedCommands), c.delegationNotAfter?.toISOString() ?? "-"]);
         }
         process.stdout.write(t.toString() + "\n");
+        // How the commands queued for offline children ended once delivered (newest first).
+        for (const c of res.children) {
+          for (const q of c.queuedOutcomes) {
+            const what = q.kind === QueuedCommandKind.INSTALL ? `install ${q.app} v${q.version}` : `expire ${q.app}`;
+            const how = q.applied ? "applied" : `REFUSED ${q.errorReason}: ${q.errorMessage}`;
+            process.stdout.write(`${c.nodeId}: queued ${what} (${q.queuedAt?.toISOString() ?? "?"}) → ${how} at ${q.answeredAt?.toISOString() ?? "?"}\n`);
+          }
+        }
       } catch (err) {
         fail(err);
       } finally {

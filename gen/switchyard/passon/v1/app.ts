@@ -98,6 +98,49 @@ export function diffOutcomeToJSON(object: DiffOutcome): string {
   }
 }
 
+/** QueuedCommandKind says which maintenance command was queued. */
+export enum QueuedCommandKind {
+  /** UNSPECIFIED - Not set. */
+  UNSPECIFIED = 0,
+  /** INSTALL - InstallApp (an install or an update). */
+  INSTALL = 1,
+  /** EXPIRE - ExpireApp. */
+  EXPIRE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function queuedCommandKindFromJSON(object: any): QueuedCommandKind {
+  switch (object) {
+    case 0:
+    case "QUEUED_COMMAND_KIND_UNSPECIFIED":
+      return QueuedCommandKind.UNSPECIFIED;
+    case 1:
+    case "QUEUED_COMMAND_KIND_INSTALL":
+      return QueuedCommandKind.INSTALL;
+    case 2:
+    case "QUEUED_COMMAND_KIND_EXPIRE":
+      return QueuedCommandKind.EXPIRE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return QueuedCommandKind.UNRECOGNIZED;
+  }
+}
+
+export function queuedCommandKindToJSON(object: QueuedCommandKind): string {
+  switch (object) {
+    case QueuedCommandKind.UNSPECIFIED:
+      return "QUEUED_COMMAND_KIND_UNSPECIFIED";
+    case QueuedCommandKind.INSTALL:
+      return "QUEUED_COMMAND_KIND_INSTALL";
+    case QueuedCommandKind.EXPIRE:
+      return "QUEUED_COMMAND_KIND_EXPIRE";
+    case QueuedCommandKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * AppBundle is a signed, versioned WebAssembly application as a parent node ships it to a
  * child. The signature covers `name`, `version`, the SHA-256 of `module` and `not_after`
@@ -270,6 +313,42 @@ export interface ChildState {
    * (InstallApp/ExpireApp with queue_if_offline). Set by the center that holds them.
    */
   queuedCommands: bigint;
+  /**
+   * How the last queued commands ended once delivered (at most 10, newest first), so an
+   * operator sees a refused install without reading the center's log. Set by the center
+   * that held them; kept across restarts.
+   */
+  queuedOutcomes: QueuedCommandOutcome[];
+}
+
+/**
+ * QueuedCommandOutcome is how one command queued for an offline child ended when the
+ * child reconnected and answered it.
+ */
+export interface QueuedCommandOutcome {
+  /** What was queued. */
+  kind: QueuedCommandKind;
+  /** The app it concerned. */
+  app: string;
+  /** The version installed (QUEUED_COMMAND_KIND_INSTALL); 0 for an expiry. */
+  version: number;
+  /** When the command was queued at the center. */
+  queuedAt?:
+    | Date
+    | undefined;
+  /** When the child answered it. */
+  answeredAt?:
+    | Date
+    | undefined;
+  /** True when the child applied it; false when it refused. */
+  applied: boolean;
+  /**
+   * The child's ErrorInfo reason when it refused (e.g. APP_LEASE_EXPIRED,
+   * APP_VERSION_NOT_NEWER); empty when applied.
+   */
+  errorReason: string;
+  /** The child's status message when it refused; empty when applied. */
+  errorMessage: string;
 }
 
 function createBaseAppBundle(): AppBundle {
@@ -1540,6 +1619,7 @@ function createBaseChildState(): ChildState {
     delegationNotAfter: undefined,
     descendants: [],
     queuedCommands: 0n,
+    queuedOutcomes: [],
   };
 }
 
@@ -1586,6 +1666,9 @@ export const ChildState: MessageFns<ChildState> = {
         throw new globalThis.Error("value provided for field message.queuedCommands of type uint64 too large");
       }
       writer.uint32(88).uint64(message.queuedCommands);
+    }
+    for (const v of message.queuedOutcomes) {
+      QueuedCommandOutcome.encode(v!, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -1691,6 +1774,14 @@ export const ChildState: MessageFns<ChildState> = {
             message.queuedCommands = reader.uint64() as bigint;
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.queuedOutcomes.push(QueuedCommandOutcome.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1748,6 +1839,11 @@ export const ChildState: MessageFns<ChildState> = {
         : isSet(object.queued_commands)
         ? BigInt(object.queued_commands)
         : 0n,
+      queuedOutcomes: globalThis.Array.isArray(object?.queuedOutcomes)
+        ? object.queuedOutcomes.map((e: any) => QueuedCommandOutcome.fromJSON(e))
+        : globalThis.Array.isArray(object?.queued_outcomes)
+        ? object.queued_outcomes.map((e: any) => QueuedCommandOutcome.fromJSON(e))
+        : [],
     };
   },
 
@@ -1786,6 +1882,9 @@ export const ChildState: MessageFns<ChildState> = {
     if (message.queuedCommands !== 0n) {
       obj.queuedCommands = message.queuedCommands.toString();
     }
+    if (message.queuedOutcomes?.length) {
+      obj.queuedOutcomes = message.queuedOutcomes.map((e) => QueuedCommandOutcome.toJSON(e));
+    }
     return obj;
   },
 
@@ -1811,6 +1910,213 @@ export const ChildState: MessageFns<ChildState> = {
     message.queuedCommands = (object.queuedCommands !== undefined && object.queuedCommands !== null)
       ? BigInt(object.queuedCommands)
       : 0n;
+    message.queuedOutcomes = object.queuedOutcomes?.map((e) => QueuedCommandOutcome.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseQueuedCommandOutcome(): QueuedCommandOutcome {
+  return {
+    kind: 0,
+    app: "",
+    version: 0,
+    queuedAt: undefined,
+    answeredAt: undefined,
+    applied: false,
+    errorReason: "",
+    errorMessage: "",
+  };
+}
+
+export const QueuedCommandOutcome: MessageFns<QueuedCommandOutcome> = {
+  encode(message: QueuedCommandOutcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.app !== "") {
+      writer.uint32(18).string(message.app);
+    }
+    if (message.version !== 0) {
+      writer.uint32(24).uint32(message.version);
+    }
+    if (message.queuedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.queuedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.answeredAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.answeredAt), writer.uint32(42).fork()).join();
+    }
+    if (message.applied !== false) {
+      writer.uint32(48).bool(message.applied);
+    }
+    if (message.errorReason !== "") {
+      writer.uint32(58).string(message.errorReason);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(66).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueuedCommandOutcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueuedCommandOutcome();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.app = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.version = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.queuedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.answeredAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.applied = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.errorReason = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QueuedCommandOutcome {
+    return {
+      kind: isSet(object.kind) ? queuedCommandKindFromJSON(object.kind) : 0,
+      app: isSet(object.app) ? globalThis.String(object.app) : "",
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      queuedAt: isSet(object.queuedAt)
+        ? fromJsonTimestamp(object.queuedAt)
+        : isSet(object.queued_at)
+        ? fromJsonTimestamp(object.queued_at)
+        : undefined,
+      answeredAt: isSet(object.answeredAt)
+        ? fromJsonTimestamp(object.answeredAt)
+        : isSet(object.answered_at)
+        ? fromJsonTimestamp(object.answered_at)
+        : undefined,
+      applied: isSet(object.applied) ? globalThis.Boolean(object.applied) : false,
+      errorReason: isSet(object.errorReason)
+        ? globalThis.String(object.errorReason)
+        : isSet(object.error_reason)
+        ? globalThis.String(object.error_reason)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: QueuedCommandOutcome): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = queuedCommandKindToJSON(message.kind);
+    }
+    if (message.app !== "") {
+      obj.app = message.app;
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.queuedAt !== undefined) {
+      obj.queuedAt = message.queuedAt.toISOString();
+    }
+    if (message.answeredAt !== undefined) {
+      obj.answeredAt = message.answeredAt.toISOString();
+    }
+    if (message.applied !== false) {
+      obj.applied = message.applied;
+    }
+    if (message.errorReason !== "") {
+      obj.errorReason = message.errorReason;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<QueuedCommandOutcome>, I>>(base?: I): QueuedCommandOutcome {
+    return QueuedCommandOutcome.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueuedCommandOutcome>, I>>(object: I): QueuedCommandOutcome {
+    const message = createBaseQueuedCommandOutcome();
+    message.kind = object.kind ?? 0;
+    message.app = object.app ?? "";
+    message.version = object.version ?? 0;
+    message.queuedAt = object.queuedAt ?? undefined;
+    message.answeredAt = object.answeredAt ?? undefined;
+    message.applied = object.applied ?? false;
+    message.errorReason = object.errorReason ?? "";
+    message.errorMessage = object.errorMessage ?? "";
     return message;
   },
 };
