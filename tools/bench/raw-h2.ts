@@ -9,11 +9,10 @@
  * with the node under test. Here a socket read of many frames is one callback, and a frame
  * is a 9-byte header read and a subarray.
  *
- * What it does of HTTP/2 (RFC 9113): the connection preface and SETTINGS (push off, a
- * large stream window), SETTINGS and PING acknowledgements, connection- and stream-level
- * WINDOW_UPDATEs as data is consumed, requests as HEADERS (HPACK without the dynamic table:
- * static-table indexes and literals without indexing, RFC 7541) plus one DATA with
- * END_STREAM, RST_STREAM to cancel. What it does not: it never decodes response header
+ * What it does of HTTP/2 (RFC 9113; frames and request headers from clients/grpc/h2-wire.ts):
+ * the connection preface and SETTINGS (push off, a large stream window), SETTINGS and PING
+ * acknowledgements, connection- and stream-level WINDOW_UPDATEs as data is consumed,
+ * requests as HEADERS plus one DATA with END_STREAM, RST_STREAM to cancel. What it does not: it never decodes response header
  * blocks (so it keeps no HPACK decoder state and cannot read grpc-status). A stream ends
  * `ok` when the server's END_STREAM arrives after response data; a trailers-only response
  * (END_STREAM on the first header block), RST_STREAM or GOAWAY end it as failed. Good
@@ -21,19 +20,8 @@
  * a general client.
  */
 import { connect, type Socket } from "node:net";
+import { H2, H2_FLAG, h2Cancel, h2ClientStart, h2Frame, h2GrpcRequestHeaders, h2WindowUpdate } from "../../clients/grpc/h2-wire.js";
 
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-const DATA = 0x0;
-const HEADERS = 0x1;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
 /** Stream window announced in SETTINGS, and the connection window raised to. */
 const STREAM_WINDOW = 16 << 20;
 const CONNECTION_WINDOW = 256 << 20;
@@ -53,52 +41,6 @@ interface StreamState {
   sawHeaders: boolean;
 }
 
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const b = Buffer.allocUnsafe(9 + payload.length);
-  b.writeUIntBE(payload.length, 0, 3);
-  b[3] = type;
-  b[4] = flags;
-  b.writeUInt32BE(stream & 0x7fffffff, 5);
-  payload.copy(b, 9);
-  return b;
-}
-
-/** HPACK integer with an N-bit prefix (RFC 7541 §5.1); `first` holds the pattern bits. */
-function hpackInt(first: number, prefixBits: number, value: number): number[] {
-  const max = (1 << prefixBits) - 1;
-  if (value < max) return [first | value];
-  const out = [first | max];
-  let v = value - max;
-  while (v >= 128) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return out;
-}
-
-/** HPACK string literal, not Huffman-coded. */
-function hpackString(s: string): Buffer {
-  const bytes = Buffer.from(s, "latin1");
-  return Buffer.concat([Buffer.from(hpackInt(0, 7, bytes.length)), bytes]);
-}
-
-/** Header block of a gRPC request: static-table indexes and literals without indexing only. */
-function requestHeaders(authority: string, path: string): Buffer {
-  return Buffer.concat([
-    Buffer.from([0x83, 0x86]), // :method POST (static 3), :scheme http (static 6)
-    Buffer.from(hpackInt(0x00, 4, 4)), // :path, name from static 4, literal without indexing
-    hpackString(path),
-    Buffer.from(hpackInt(0x00, 4, 1)), // :authority (static 1)
-    hpackString(authority),
-    Buffer.from(hpackInt(0x00, 4, 31)), // content-type (static 31)
-    hpackString("application/grpc"),
-    Buffer.from([0x00]), // te, new name
-    hpackString("te"),
-    hpackString("trailers"),
-  ]);
-}
-
 /** One HTTP/2 connection carrying any number of server-streaming calls. */
 export class RawH2Connection {
   private readonly socket: Socket;
@@ -114,14 +56,7 @@ export class RawH2Connection {
   ) {
     const colon = target.lastIndexOf(":");
     this.socket = connect({ host: target.slice(0, colon), port: Number(target.slice(colon + 1)), noDelay: true });
-    const settings = Buffer.alloc(12);
-    settings.writeUInt16BE(0x2, 0); // ENABLE_PUSH
-    settings.writeUInt32BE(0, 2);
-    settings.writeUInt16BE(0x4, 6); // INITIAL_WINDOW_SIZE
-    settings.writeUInt32BE(STREAM_WINDOW, 8);
-    const raise = Buffer.alloc(4);
-    raise.writeUInt32BE(CONNECTION_WINDOW - 65535, 0);
-    this.socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, settings), frame(WINDOW_UPDATE, 0, 0, raise)]));
+    this.socket.write(h2ClientStart(STREAM_WINDOW, CONNECTION_WINDOW - 65535));
     this.socket.on("data", (chunk: Buffer) => this.read(chunk));
     this.socket.on("error", (e) => this.fail(`socket error: ${e.message}`));
     this.socket.on("close", () => this.fail("connection closed"));
@@ -136,16 +71,14 @@ export class RawH2Connection {
       return id;
     }
     this.streams.set(id, { handlers, unacked: 0, sawData: false, sawHeaders: false });
-    this.socket.write(Buffer.concat([frame(HEADERS, END_HEADERS, id, requestHeaders(this.target, path)), frame(DATA, END_STREAM, id, framedRequest)]));
+    this.socket.write(Buffer.concat([h2GrpcRequestHeaders(id, this.target, path), h2Frame(H2.DATA, H2_FLAG.END_STREAM, id, framedRequest)]));
     return id;
   }
 
   /** Cancels one call (RST_STREAM CANCEL). */
   cancel(id: number): void {
     if (!this.streams.delete(id) || this.failed) return;
-    const code = Buffer.alloc(4);
-    code.writeUInt32BE(0x8, 0);
-    this.socket.write(frame(RST_STREAM, 0, id, code));
+    this.socket.write(h2Cancel(id));
   }
 
   /** Closes the connection (every open call ends as failed). */
@@ -177,14 +110,14 @@ export class RawH2Connection {
       const id = buf.readUInt32BE(off + 5) & 0x7fffffff;
       const payload = buf.subarray(off + 9, off + 9 + len);
       off += 9 + len;
-      if (type === DATA) this.onData(id, flags, payload, at, acks);
-      else if (type === HEADERS) this.onHeaders(id, flags);
-      else if (type === RST_STREAM) this.endStream(id, false, `RST_STREAM code ${payload.readUInt32BE(0)}`);
-      else if (type === SETTINGS) {
-        if (!(flags & ACK)) acks.push(frame(SETTINGS, ACK, 0));
-      } else if (type === PING) {
-        if (!(flags & ACK)) acks.push(frame(PING, ACK, 0, Buffer.from(payload)));
-      } else if (type === GOAWAY) {
+      if (type === H2.DATA) this.onData(id, flags, payload, at, acks);
+      else if (type === H2.HEADERS) this.onHeaders(id, flags);
+      else if (type === H2.RST_STREAM) this.endStream(id, false, `RST_STREAM code ${payload.readUInt32BE(0)}`);
+      else if (type === H2.SETTINGS) {
+        if (!(flags & H2_FLAG.ACK)) acks.push(h2Frame(H2.SETTINGS, H2_FLAG.ACK, 0));
+      } else if (type === H2.PING) {
+        if (!(flags & H2_FLAG.ACK)) acks.push(h2Frame(H2.PING, H2_FLAG.ACK, 0, Buffer.from(payload)));
+      } else if (type === H2.GOAWAY) {
         this.fail(`GOAWAY code ${payload.readUInt32BE(4)}`);
         return;
       }
@@ -192,7 +125,7 @@ export class RawH2Connection {
     }
     if (off < buf.length) this.pending = Buffer.from(buf.subarray(off));
     if (this.connectionUnacked >= CONNECTION_WINDOW / 2) {
-      acks.push(this.windowUpdate(0, this.connectionUnacked));
+      acks.push(h2WindowUpdate(0, this.connectionUnacked));
       this.connectionUnacked = 0;
     }
     if (acks.length) this.socket.write(acks.length === 1 ? (acks[0] as Buffer) : Buffer.concat(acks));
@@ -204,24 +137,24 @@ export class RawH2Connection {
     const s = this.streams.get(id);
     if (!s) return;
     let body = payload;
-    if (flags & PADDED) body = payload.subarray(1, payload.length - (payload[0] as number));
+    if (flags & H2_FLAG.PADDED) body = payload.subarray(1, payload.length - (payload[0] as number));
     s.unacked += payload.length;
-    if (s.unacked >= STREAM_WINDOW / 2 && !(flags & END_STREAM)) {
-      acks.push(this.windowUpdate(id, s.unacked));
+    if (s.unacked >= STREAM_WINDOW / 2 && !(flags & H2_FLAG.END_STREAM)) {
+      acks.push(h2WindowUpdate(id, s.unacked));
       s.unacked = 0;
     }
     if (body.length) {
       s.sawData = true;
       s.handlers.data(body, at);
     }
-    if (flags & END_STREAM) this.endStream(id, s.sawData, s.sawData ? "" : "ended without data");
+    if (flags & H2_FLAG.END_STREAM) this.endStream(id, s.sawData, s.sawData ? "" : "ended without data");
   }
 
   private onHeaders(id: number, flags: number): void {
     // Header blocks are not decoded (see the file comment; CONTINUATION frames fall under
     // "unknown" and are skipped); only whether the block ends the stream matters.
     const s = this.streams.get(id);
-    if (flags & END_STREAM) {
+    if (flags & H2_FLAG.END_STREAM) {
       // Trailers after data: the normal end. A first header block that ends the stream
       // is a trailers-only response: the call failed before any message.
       this.endStream(id, !!s?.sawData, s?.sawHeaders ? "trailers" : "trailers-only response (the call failed; see the node's log)");
@@ -233,11 +166,5 @@ export class RawH2Connection {
     if (!s) return;
     this.streams.delete(id);
     s.handlers.end(ok, why);
-  }
-
-  private windowUpdate(id: number, increment: number): Buffer {
-    const p = Buffer.alloc(4);
-    p.writeUInt32BE(increment, 0);
-    return frame(WINDOW_UPDATE, 0, id, p);
   }
 }
