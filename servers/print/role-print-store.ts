@@ -7,11 +7,11 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { PrintResultServiceService } from "../../gen/switchyard/print/v1/print_result_service.js";
-import { PrintStoreServiceService } from "../../gen/switchyard/print/v1/print_store_service.js";
 import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration, hostPort } from "../runtime/units.js";
 import { badField } from "./errors.js";
 import { relaxOldGenerationLimit } from "./heap.js";
+import { PrintStoreServiceWithPageCodec } from "./page-codec.js";
 import { sessionKey } from "./settings.js";
 import { PrintStore } from "./store.js";
 
@@ -57,7 +57,8 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
       pagesDir: join(ctx.config.dataDir, "print-pages"),
     });
     let sweeper: NodeJS.Timeout | undefined;
-    const storeService = ctx.implement(PrintStoreServiceService, {
+    // PutPage's page is read as a view into the received message, not copied (page-codec.ts).
+    const storeService = ctx.implement(PrintStoreServiceWithPageCodec, {
       createSession: async (req) => {
         const key = sessionKey(req.session);
         if (!req.tokenCreateTime) throw badField("token_create_time", "required");

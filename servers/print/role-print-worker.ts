@@ -10,7 +10,6 @@ import type { ClientReadableStream, ClientWritableStream } from "@grpc/grpc-js";
 import { z } from "zod";
 import { PrintConversionServiceService } from "../../gen/switchyard/print/v1/print_conversion_service.js";
 import {
-  PrintStoreServiceClient,
   type GetDocumentResponse,
   type PutDocumentRequest,
   type PutDocumentResponse,
@@ -24,6 +23,7 @@ import { convertPdf } from "./convert.js";
 import { compileAllowList, download } from "./download.js";
 import { badField, DocumentNotDownloadedError, DownloadErrors, fromStoreError } from "./errors.js";
 import { relaxOldGenerationLimit } from "./heap.js";
+import { PrintStoreClientWithPageCodec } from "./page-codec.js";
 import { RenderPool } from "./render/pool.js";
 import { resolveSettings, sessionKey } from "./settings.js";
 
@@ -84,7 +84,8 @@ export const printWorkerRole: RoleDefinition<PrintWorkerConfig> = {
       openTimeoutMs: cfg.render.openTimeoutMs,
       log: ctx.log,
     });
-    const store = dial(PrintStoreServiceClient, cfg.store, ctx.channel);
+    // PutPage's request is encoded with one copy of the page, not four (page-codec.ts).
+    const store = dial(PrintStoreClientWithPageCodec, cfg.store, ctx.channel);
     const limits = { maxPages: cfg.limits.maxPages, maxPagePixels: cfg.limits.maxPagePixels, pageTimeoutMs: cfg.render.pageTimeoutMs };
 
     /** Runs a store call for `step`, mapping its errors (the seed's error branches). */
