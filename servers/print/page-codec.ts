@@ -23,6 +23,7 @@ const tagLength = 1; // every field number here is below 16
 /** Encodes a PutPageRequest with one copy of its JPEG. */
 export function encodePutPage(m: PutPageRequest): Buffer {
   const id = Buffer.from(m.resultId, "utf8");
+  const spool = Buffer.from(m.spoolFile, "utf8");
   const u = (n: number): number => (n !== 0 ? tagLength + varintLength(n) : 0);
   const len =
     (id.length ? tagLength + varintLength(id.length) + id.length : 0) +
@@ -30,7 +31,8 @@ export function encodePutPage(m: PutPageRequest): Buffer {
     (m.jpeg.length ? tagLength + varintLength(m.jpeg.length) + m.jpeg.length : 0) +
     u(m.widthPx) +
     u(m.heightPx) +
-    u(m.dpi);
+    u(m.dpi) +
+    (spool.length ? tagLength + varintLength(spool.length) + spool.length : 0);
   const out = Buffer.allocUnsafe(len);
   let at = 0;
   if (id.length) {
@@ -53,13 +55,18 @@ export function encodePutPage(m: PutPageRequest): Buffer {
   uint(32, m.widthPx);
   uint(40, m.heightPx);
   uint(48, m.dpi);
+  if (spool.length) {
+    out[at++] = 58;
+    at = writeVarint(out, at, spool.length);
+    at += spool.copy(out, at);
+  }
   return out;
 }
 
 /** Decodes a PutPageRequest; its `jpeg` is a view into `buf`, not a copy. */
 export function decodePutPage(buf: Buffer): PutPageRequest {
   const r = new BinaryReader(buf);
-  const m: PutPageRequest = { resultId: "", pageNumber: 0, jpeg: Buffer.alloc(0), widthPx: 0, heightPx: 0, dpi: 0 };
+  const m: PutPageRequest = { resultId: "", pageNumber: 0, jpeg: Buffer.alloc(0), widthPx: 0, heightPx: 0, dpi: 0, spoolFile: "" };
   while (r.pos < r.len) {
     const [field, wireType] = r.tag();
     if (field === 1 && wireType === 2) m.resultId = r.string();
@@ -70,6 +77,7 @@ export function decodePutPage(buf: Buffer): PutPageRequest {
     } else if (field === 4 && wireType === 0) m.widthPx = r.uint32();
     else if (field === 5 && wireType === 0) m.heightPx = r.uint32();
     else if (field === 6 && wireType === 0) m.dpi = r.uint32();
+    else if (field === 7 && wireType === 2) m.spoolFile = r.string();
     else r.skip(wireType);
   }
   return m;

@@ -13,7 +13,7 @@
  */
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Collection, NodeStore } from "../runtime/store.js";
@@ -77,7 +77,17 @@ export interface PrintStoreOptions {
   now: () => number;
   /** Folder of the page files (one folder per result). */
   pagesDir: string;
+  /**
+   * Folder on the same filesystem as pagesDir that workers on this host write rendered
+   * pages into, for PutPage to move into a result by name (unset: pages come as bytes).
+   */
+  spoolDir?: string;
 }
+
+/** A spool file name: no folder, no dot files. */
+const SPOOL_FILE = /^[A-Za-z0-9_-]{1,120}\.jpg$/;
+/** Spool files older than this were left by a worker that died between render and PutPage. */
+const SPOOL_ORPHAN_MS = 10 * 60_000;
 
 const RESULT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const pad = (n: number): string => n.toString().padStart(8, "0");
@@ -102,6 +112,11 @@ export class PrintStore {
     this.chunks = store.collection<Buffer>("print_doc_chunks", { encoding: "buffer" });
     this.results = store.collection<ResultRecord>("print_results");
     mkdirSync(opts.pagesDir, { recursive: true });
+    if (opts.spoolDir) {
+      mkdirSync(opts.spoolDir, { recursive: true });
+      // A spool file is moved into its result with rename(2), which cannot cross filesystems.
+      if (statSync(opts.spoolDir).dev !== statSync(opts.pagesDir).dev) throw new Error(`spool folder ${opts.spoolDir} is not on the filesystem of ${opts.pagesDir}`);
+    }
     this.events.setMaxListeners(1000);
   }
 
@@ -271,26 +286,44 @@ export class PrintStore {
     });
   }
 
-  /** PutPage: the page and its metafile entry, atomically, in order. */
-  putPage(resultId: string, page: number, jpeg: Buffer, width: number, height: number, dpi: number): Promise<MetafilePage> {
-    if (jpeg.length === 0) throw badField("jpeg", "required");
+  /**
+   * PutPage: the page and its metafile entry, atomically, in order. The page is `jpeg`, or
+   * `spoolFile`, the name of a file in the spool folder that is moved into the result.
+   */
+  async putPage(resultId: string, page: number, jpeg: Buffer, width: number, height: number, dpi: number, spoolFile = ""): Promise<MetafilePage> {
+    let spooled: string | undefined;
+    if (spoolFile) {
+      if (!this.opts.spoolDir) {
+        throw new FailedPreconditionError("this store has no spool folder (printStore.spoolDir): send the page's bytes", { domain: PRINT_DOMAIN, reason: "SPOOL_NOT_CONFIGURED" });
+      }
+      if (!SPOOL_FILE.test(spoolFile)) throw badField("spool_file", "a file name of letters, digits, '-' and '_' ending in .jpg");
+      spooled = join(this.opts.spoolDir, spoolFile);
+    } else if (jpeg.length === 0) throw badField("jpeg", "required");
     return this.locked(`r:${resultId}`, async () => {
       const r = await this.results.get(resultId);
       if (!r) throw new ResultNotFoundError(resultId);
       if (page < 1 || page > r.pageCount) throw badField("page_number", `must be between 1 and ${r.pageCount}`);
       const last = r.pages.length;
       const prev = r.pages[last - 1];
-      if (page === last && prev) return toPage(prev);
+      if (page === last && prev) {
+        if (spooled) rmSync(spooled, { force: true });
+        return toPage(prev);
+      }
       if (page !== last + 1) {
         throw new FailedPreconditionError(`page ${page} is out of order; the next page is ${last + 1}`, { domain: PRINT_DOMAIN, reason: "PAGE_OUT_OF_ORDER" });
       }
-      const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: jpeg.length, dpi };
+      const size = spooled ? (statSync(spooled, { throwIfNoEntry: false })?.size ?? -1) : jpeg.length;
+      if (size < 0) throw badField("spool_file", "no such file in the spool folder");
+      if (size === 0) throw badField("spool_file", "the file is empty");
+      const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: size, dpi };
       // The file first, then the record that lists it (see the file comment). Written
       // synchronously: a page is one write(2) into the page cache (~0.5 MB, well under a
       // millisecond), and fs/promises' open, write and close were three trips through the
-      // thread pool and the event loop a page.
+      // thread pool and the event loop a page. A spooled page is only renamed: its bytes
+      // were written once, by the render process, and never pass through this process.
       if (r.pages.length === 0) mkdirSync(this.resultDir(resultId), { recursive: true });
-      writeFileSync(this.pageFile(resultId, page), jpeg);
+      if (spooled) renameSync(spooled, this.pageFile(resultId, page));
+      else writeFileSync(this.pageFile(resultId, page), jpeg);
       r.pages.push(entry);
       await this.results.put(resultId, r);
       this.events.emit(resultId);
@@ -342,8 +375,9 @@ export class PrintStore {
     return n;
   }
 
-  /** Removes sessions not updated for sessionTtlMs; returns how many. */
+  /** Removes sessions not updated for sessionTtlMs (and orphaned spool files); returns how many sessions. */
   async sweep(): Promise<number> {
+    this.sweepSpool();
     const cutoff = this.opts.now() - this.opts.sessionTtlMs;
     const stale: string[] = [];
     for await (const [k, v] of this.sessions.entries()) if (v.updatedAt < cutoff) stale.push(k);
@@ -358,6 +392,16 @@ export class PrintStore {
       });
     }
     return n;
+  }
+
+  /** Spool files a worker wrote but never handed over (it died in between). */
+  private sweepSpool(): void {
+    if (!this.opts.spoolDir) return;
+    const cutoff = Date.now() - SPOOL_ORPHAN_MS;
+    for (const f of readdirSync(this.opts.spoolDir)) {
+      const p = join(this.opts.spoolDir, f);
+      if ((statSync(p, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) < cutoff) rmSync(p, { force: true });
+    }
   }
 
   private toMetafile(resultId: string, r: ResultRecord): Metafile {
@@ -424,9 +468,12 @@ export class PrintStore {
     }
   }
 
-  /** Page files on disk, an empty result folder counting as one (it should not outlive its result either). */
+  /**
+   * Page files on disk, an empty result folder counting as one (it should not outlive its
+   * result either), and files waiting in the spool folder.
+   */
   private pageFiles(): number {
-    let n = 0;
+    let n = this.opts.spoolDir ? readdirSync(this.opts.spoolDir).length : 0;
     for (const d of readdirSync(this.opts.pagesDir)) n += readdirSync(join(this.opts.pagesDir, d)).length || 1;
     return n;
   }

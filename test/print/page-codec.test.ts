@@ -10,19 +10,21 @@ const page = (over: Partial<PutPageRequest> = {}): PutPageRequest => ({
   widthPx: 1275,
   heightPx: 1650,
   dpi: 150,
+  spoolFile: "",
   ...over,
 });
 
 describe("page codec", () => {
   describe("encodePutPage", () => {
     it("writes the same bytes as the generated encoder, defaults omitted", () => {
-      for (const m of [page(), page({ pageNumber: 0, widthPx: 0, dpi: 0 }), page({ jpeg: Buffer.alloc(0), resultId: "" }), page({ pageNumber: 2 ** 32 - 1, resultId: "é".repeat(70) })]) {
+      for (const m of [page(), page({ pageNumber: 0, widthPx: 0, dpi: 0 }), page({ jpeg: Buffer.alloc(0), resultId: "" }), page({ pageNumber: 2 ** 32 - 1, resultId: "é".repeat(70) }), page({ jpeg: Buffer.alloc(0), spoolFile: "r-1_x-7-abc.jpg" })]) {
         assert.deepEqual(encodePutPage(m), Buffer.from(PutPageRequest.encode(m).finish()));
       }
     });
   });
   describe("decodePutPage", () => {
     it("reads what the generated encoder wrote, the JPEG as a view into the message", () => {
+      assert.deepEqual(decodePutPage(Buffer.from(PutPageRequest.encode(page({ jpeg: Buffer.alloc(0), spoolFile: "a.jpg" })).finish())), page({ jpeg: Buffer.alloc(0), spoolFile: "a.jpg" }));
       const m = page();
       const wire = Buffer.from(PutPageRequest.encode(m).finish());
       const d = decodePutPage(wire);
@@ -31,7 +33,7 @@ describe("page codec", () => {
     });
     it("skips fields it does not know", () => {
       const m = page();
-      const unknown = Buffer.from([0x3a, 3, 1, 2, 3, 0x40, 5]); // field 7 bytes, field 8 varint
+      const unknown = Buffer.from([0x4a, 3, 1, 2, 3, 0x50, 5]); // field 9 bytes, field 10 varint
       assert.deepEqual(decodePutPage(Buffer.concat([encodePutPage(m), unknown])), m);
     });
   });

@@ -219,11 +219,17 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
       files.push(f);
     }
     const total = files.reduce((n, f) => n + pageCount(f), 0);
-    const store = await startNode(dir, "bstore", "print-store", {});
+    // Store and workers share this host's filesystem, so pages go through the store's spool
+    // folder (printStore.spoolDir) as in the default cluster; PRINT_BENCH_SPOOL=0 sends
+    // them as PutPage bytes instead.
+    const spool = process.env.PRINT_BENCH_SPOOL === "0" ? undefined : join(dir, "spool");
+    const spoolCfg = spool ? { storeSpoolDir: spool } : {};
+    process.stderr.write(`pages to the store ${spool ? "through its spool folder" : "as PutPage bytes"}\n`);
+    const store = await startNode(dir, "bstore", "print-store", spool ? { spoolDir: spool } : {});
     nodes.push(store);
     const cores = cpus().length;
     if (only !== "scaling") {
-      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
+      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, ...spoolCfg, render: { processes: cores } });
       nodes.push(worker);
       const wc = dial(PrintConversionServiceClient, worker.address);
       // Warm both render processes (pdf.js loads once per process).
@@ -298,8 +304,8 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     if (only === "cpu") return rows;
 
     // Scaling: 1 vs 2 workers with one render process each, each worker given half the jobs.
-    const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
-    const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, render: { processes: 1 } });
+    const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, ...spoolCfg, render: { processes: 1 } });
+    const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, ...spoolCfg, render: { processes: 1 } });
     nodes.push(w1, w2);
     const scaleFiles = [files[0], files[1], files[0], files[1]] as string[];
     const through = async (addrs: string[], tag: string): Promise<number> => {
