@@ -73,6 +73,8 @@ export async function convertPdf(
   if ("kind" in opened) throw failureToError(opened, 0, limits, limits.maxPagePixels);
   const n = opened.numPages;
   const results = new Map<number, Promise<RenderedPage | PoolFailure>>();
+  // Files pages are rendered into (hooks.pageFile) until onPage takes them over.
+  const files = new Map<number, string>();
   try {
     if (n < 1) throw ConvertErrors.corrupt("the document has no pages");
     if (n > limits.maxPages) throw ConvertErrors.tooManyPages(n, limits.maxPages);
@@ -82,7 +84,9 @@ export async function convertPdf(
     const launch = (): void => {
       while (next <= n && results.size < parallel && !hooks.signal?.aborted) {
         const p = next++;
-        results.set(p, pool.render(key, data, settings.password, p, hooks.pageFile ? { ...o, out: hooks.pageFile(p) } : o));
+        const out = hooks.pageFile?.(p);
+        if (out) files.set(p, out);
+        results.set(p, pool.render(key, data, settings.password, p, out ? { ...o, out } : o));
       }
     };
     launch();
@@ -96,15 +100,17 @@ export async function convertPdf(
         throw failureToError(r, p, limits, limits.maxPagePixels);
       }
       launch();
+      files.delete(p);
       await hooks.onPage(p, r);
     }
     return n;
   } finally {
-    // Pages rendered to files that no onPage took (the conversion failed or was cancelled).
-    for (const r of results.values()) {
-      void r.then(async (x) => {
-        if (!("kind" in x) && x.file) await rm(x.file, { force: true }).catch(() => undefined);
-      });
+    // Files of pages no onPage took (the conversion failed or was cancelled, or a render
+    // process died writing one), once their render is over.
+    for (const [p, file] of files) {
+      void Promise.resolve(results.get(p))
+        .then(() => rm(file, { force: true }))
+        .catch(() => undefined);
     }
     pool.close(key);
   }

@@ -31,6 +31,7 @@ describe("PrintStore", () => {
       t += 20_000;
       assert.equal(await s.sweep(), 1);
       assert.deepEqual(await s.counts(), { sessions: 1, tokens: 1, documentChunks: 0, results: 0, pages: 0 });
+      assert.equal((s as unknown as { writing: Map<string, unknown> }).writing.size, 0);
       await assert.rejects(s.getSession("old/p"), /no session/);
     });
   });
@@ -72,6 +73,8 @@ describe("PrintStore", () => {
       assert.equal(readdirSync(join(dir, "rg")).length, 2);
       assert.equal(await s.deleteSession("g/p"), 5);
       assert.deepEqual(readdirSync(dir), []);
+      // Nor in memory: the record cached while the result was written is gone with it.
+      assert.equal((s as unknown as { writing: Map<string, unknown> }).writing.size, 0);
       assert.deepEqual(await s.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
     });
   });
