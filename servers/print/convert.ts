@@ -3,6 +3,7 @@
  * and pixel caps, renders pages in parallel on the pool's children and hands them over
  * in page order. Used by the worker's Convert and by `switchyard print convert` alike.
  */
+import { rm } from "node:fs/promises";
 import type { SwitchyardError } from "../runtime/errors.js";
 import { ColorMode } from "../../gen/switchyard/print/v1/print_job.js";
 import { ConvertErrors } from "./errors.js";
@@ -27,6 +28,11 @@ export interface ConvertHooks {
   onPage(pageNumber: number, page: RenderedPage): Promise<void>;
   /** Stops the conversion when aborted. */
   signal?: AbortSignal;
+  /**
+   * A file for page `pageNumber`'s JPEG: the render process writes it there and the page
+   * handed to onPage names the file (empty bytes). Unset: pages come as bytes.
+   */
+  pageFile?(pageNumber: number): string;
 }
 
 function failureToError(f: PoolFailure, page: number, limits: ConvertLimits, maxPixels: number): SwitchyardError {
@@ -66,17 +72,21 @@ export async function convertPdf(
   const opened = await pool.inspect(key, data, settings.password);
   if ("kind" in opened) throw failureToError(opened, 0, limits, limits.maxPagePixels);
   const n = opened.numPages;
+  const results = new Map<number, Promise<RenderedPage | PoolFailure>>();
+  // Files pages are rendered into (hooks.pageFile) until onPage takes them over.
+  const files = new Map<number, string>();
   try {
     if (n < 1) throw ConvertErrors.corrupt("the document has no pages");
     if (n > limits.maxPages) throw ConvertErrors.tooManyPages(n, limits.maxPages);
     await hooks.onStart(n);
     const o = { dpi: settings.dpi, mono: settings.colorMode === ColorMode.MONOCHROME, quality: settings.jpegQuality, maxPixels: limits.maxPagePixels };
-    const results = new Map<number, Promise<RenderedPage | PoolFailure>>();
     let next = 1;
     const launch = (): void => {
       while (next <= n && results.size < parallel && !hooks.signal?.aborted) {
         const p = next++;
-        results.set(p, pool.render(key, data, settings.password, p, o));
+        const out = hooks.pageFile?.(p);
+        if (out) files.set(p, out);
+        results.set(p, pool.render(key, data, settings.password, p, out ? { ...o, out } : o));
       }
     };
     launch();
@@ -90,10 +100,18 @@ export async function convertPdf(
         throw failureToError(r, p, limits, limits.maxPagePixels);
       }
       launch();
+      files.delete(p);
       await hooks.onPage(p, r);
     }
     return n;
   } finally {
+    // Files of pages no onPage took (the conversion failed or was cancelled, or a render
+    // process died writing one), once their render is over.
+    for (const [p, file] of files) {
+      void Promise.resolve(results.get(p))
+        .then(() => rm(file, { force: true }))
+        .catch(() => undefined);
+    }
     pool.close(key);
   }
 }

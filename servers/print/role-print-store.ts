@@ -4,14 +4,14 @@
  * (PrintResultService). LevelDB holds session records, tokens with their creation time,
  * downloaded documents and conversion results; a sweeper removes abandoned sessions.
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import { PrintResultServiceService } from "../../gen/switchyard/print/v1/print_result_service.js";
-import { PrintStoreServiceService } from "../../gen/switchyard/print/v1/print_store_service.js";
 import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration, hostPort } from "../runtime/units.js";
 import { badField } from "./errors.js";
 import { relaxOldGenerationLimit } from "./heap.js";
+import { PrintStoreServiceWithPageCodec } from "./page-codec.js";
 import { sessionKey } from "./settings.js";
 import { PrintStore } from "./store.js";
 
@@ -21,6 +21,7 @@ const schema = z.strictObject({
   sessionTtlMs: duration().default(86_400_000).describe("sessions untouched this long are removed; default 24h"),
   sweepIntervalMs: duration().default(60_000).describe("how often abandoned sessions are looked for; default 1m"),
   publicAddress: hostPort().optional().describe("address printers dial for pages (in metafile URLs); default: the node's advertised address"),
+  spoolDir: z.string().min(1).optional().describe("folder, on the filesystem of the data dir, that print workers on this host write rendered pages into (their printWorker.storeSpoolDir): PutPage then names the file and the store moves it into the result instead of receiving its bytes; default: none, pages come as bytes"),
   heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 150"),
 });
 
@@ -55,9 +56,11 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
       sessionTtlMs: cfg.sessionTtlMs,
       now: Date.now,
       pagesDir: join(ctx.config.dataDir, "print-pages"),
+      ...(cfg.spoolDir ? { spoolDir: resolve(cfg.spoolDir) } : {}),
     });
     let sweeper: NodeJS.Timeout | undefined;
-    const storeService = ctx.implement(PrintStoreServiceService, {
+    // PutPage's page is read as a view into the received message, not copied (page-codec.ts).
+    const storeService = ctx.implement(PrintStoreServiceWithPageCodec, {
       createSession: async (req) => {
         const key = sessionKey(req.session);
         if (!req.tokenCreateTime) throw badField("token_create_time", "required");
@@ -103,7 +106,7 @@ export const printStoreRole: RoleDefinition<PrintStoreConfig> = {
       },
       deleteDocument: async (req) => ({ deleted: await store.deleteDocument(sessionKey(req.session)) }),
       createResult: async (req) => ({ metafileUrl: await store.createResult(sessionKey(req.session), req.resultId, req.pageCount, req.colorMode) }),
-      putPage: async (req) => ({ page: await store.putPage(req.resultId, req.pageNumber, req.jpeg, req.widthPx, req.heightPx, req.dpi) }),
+      putPage: async (req) => ({ page: await store.putPage(req.resultId, req.pageNumber, req.jpeg, req.widthPx, req.heightPx, req.dpi, req.spoolFile) }),
       finishResult: async (req) => ({ metafile: await store.finishResult(req.resultId, req.failed) }),
       deleteSession: async (req) => ({ recordsDeleted: await store.deleteSession(sessionKey(req.session)) }),
     });

@@ -5,12 +5,13 @@
  * Rendering runs in a pool of memory-limited child processes.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
+import { basename, join, resolve } from "node:path";
 import type { ClientReadableStream, ClientWritableStream } from "@grpc/grpc-js";
 import { z } from "zod";
 import { PrintConversionServiceService } from "../../gen/switchyard/print/v1/print_conversion_service.js";
 import {
-  PrintStoreServiceClient,
   type GetDocumentResponse,
   type PutDocumentRequest,
   type PutDocumentResponse,
@@ -24,11 +25,13 @@ import { convertPdf } from "./convert.js";
 import { compileAllowList, download } from "./download.js";
 import { badField, DocumentNotDownloadedError, DownloadErrors, fromStoreError } from "./errors.js";
 import { relaxOldGenerationLimit } from "./heap.js";
+import { PrintStoreClientWithPageCodec } from "./page-codec.js";
 import { RenderPool } from "./render/pool.js";
 import { resolveSettings, sessionKey } from "./settings.js";
 
 const schema = z.strictObject({
   store: hostPort().describe("address of the print-store node (required)"),
+  storeSpoolDir: z.string().min(1).optional().describe("the store's spool folder (printStore.spoolDir) when this worker shares the store's filesystem: render processes write each page there and PutPage names the file instead of carrying its bytes; default: none, pages go to the store as bytes"),
   heapGrowingPercent: z.number().int().min(0).max(1000).default(150).describe("V8 heap growing factor in percent for this node's process: the old generation may grow this far above the live heap before a full GC (pages pass through the heap as short-lived buffers); 0 keeps V8's default; default 150"),
   render: z
     .strictObject({
@@ -84,7 +87,10 @@ export const printWorkerRole: RoleDefinition<PrintWorkerConfig> = {
       openTimeoutMs: cfg.render.openTimeoutMs,
       log: ctx.log,
     });
-    const store = dial(PrintStoreServiceClient, cfg.store, ctx.channel);
+    // PutPage's request is encoded with one copy of the page, not four (page-codec.ts).
+    const store = dial(PrintStoreClientWithPageCodec, cfg.store, ctx.channel);
+    const spoolDir = cfg.storeSpoolDir ? resolve(cfg.storeSpoolDir) : undefined;
+    if (spoolDir) mkdirSync(spoolDir, { recursive: true });
     const limits = { maxPages: cfg.limits.maxPages, maxPagePixels: cfg.limits.maxPagePixels, pageTimeoutMs: cfg.render.pageTimeoutMs };
 
     /** Runs a store call for `step`, mapping its errors (the seed's error branches). */
@@ -176,6 +182,10 @@ export const printWorkerRole: RoleDefinition<PrintWorkerConfig> = {
             limits,
             {
               signal: call.signal,
+              // Sharing the store's filesystem: pages go to its spool folder, not through
+              // this process (page bytes were most of a worker's own CPU: IPC, protobuf,
+              // gRPC, and the garbage collections their buffers set off).
+              ...(spoolDir ? { pageFile: (p: number) => join(spoolDir, `${resultId}-${p}-${randomBytes(6).toString("hex")}.jpg`) } : {}),
               onStart: async (pageCount) => {
                 const r = await st("Convert", key, () => unary(store, store.createResult, { session, resultId, pageCount, colorMode: settings.colorMode }));
                 metafileUrl = r.metafileUrl;
@@ -183,13 +193,17 @@ export const printWorkerRole: RoleDefinition<PrintWorkerConfig> = {
                 await sink.send({ event: { $case: "started", value: { resultId, metafileUrl, pageCount, workerId } } });
               },
               onPage: async (pageNumber, page) => {
+                const spoolFile = page.file ? basename(page.file) : "";
                 const r = await st("Convert", key, () =>
-                  unary(store, store.putPage, { resultId, pageNumber, jpeg: page.jpeg, widthPx: page.width, heightPx: page.height, dpi: settings.dpi }),
-                );
+                  unary(store, store.putPage, { resultId, pageNumber, jpeg: page.jpeg, widthPx: page.width, heightPx: page.height, dpi: settings.dpi, spoolFile }),
+                ).catch((err: unknown) => {
+                  if (page.file) rmSync(page.file, { force: true });
+                  throw err;
+                });
                 await sink.send({
                   event: {
                     $case: "page",
-                    value: { pageNumber, url: r.page?.url ?? "", widthPx: page.width, heightPx: page.height, sizeBytes: BigInt(page.jpeg.length) },
+                    value: { pageNumber, url: r.page?.url ?? "", widthPx: page.width, heightPx: page.height, sizeBytes: BigInt(page.size) },
                   },
                 });
               },

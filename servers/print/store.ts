@@ -13,8 +13,8 @@
  */
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdirSync, readdirSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Collection, NodeStore } from "../runtime/store.js";
 import { ColorMode, type SessionId } from "../../gen/switchyard/print/v1/print_job.js";
@@ -77,7 +77,17 @@ export interface PrintStoreOptions {
   now: () => number;
   /** Folder of the page files (one folder per result). */
   pagesDir: string;
+  /**
+   * Folder on the same filesystem as pagesDir that workers on this host write rendered
+   * pages into, for PutPage to move into a result by name (unset: pages come as bytes).
+   */
+  spoolDir?: string;
 }
+
+/** A spool file name: no folder, no dot files. */
+const SPOOL_FILE = /^[A-Za-z0-9_-]{1,120}\.jpg$/;
+/** Spool files older than this were left by a worker that died between render and PutPage. */
+const SPOOL_ORPHAN_MS = 10 * 60_000;
 
 const RESULT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const pad = (n: number): string => n.toString().padStart(8, "0");
@@ -92,6 +102,14 @@ export class PrintStore {
   address = "";
   private readonly events = new EventEmitter();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /**
+   * Records of results being converted, as last written: PutPage reads its result once per
+   * page, and a LevelDB get (thread pool, snappy, JSON of the growing page list) was ~5 % of
+   * the store's CPU. Every change to a result goes through this class under the result's
+   * lock, so the copy is the stored record; it is dropped when the result is finished or
+   * deleted (and is memory only: a restarted store reads the record again).
+   */
+  private readonly writing = new Map<string, ResultRecord>();
 
   constructor(
     private readonly store: NodeStore,
@@ -102,6 +120,11 @@ export class PrintStore {
     this.chunks = store.collection<Buffer>("print_doc_chunks", { encoding: "buffer" });
     this.results = store.collection<ResultRecord>("print_results");
     mkdirSync(opts.pagesDir, { recursive: true });
+    if (opts.spoolDir) {
+      mkdirSync(opts.spoolDir, { recursive: true });
+      // A spool file is moved into its result with rename(2), which cannot cross filesystems.
+      if (statSync(opts.spoolDir).dev !== statSync(opts.pagesDir).dev) throw new Error(`spool folder ${opts.spoolDir} is not on the filesystem of ${opts.pagesDir}`);
+    }
     this.events.setMaxListeners(1000);
   }
 
@@ -267,42 +290,79 @@ export class PrintStore {
         createdAt: now,
       };
       await this.store.batch().put(this.sessions, key, s).put(this.results, resultId, r).write();
+      this.writing.set(resultId, r);
       return this.metafileUrl(resultId);
     });
   }
 
-  /** PutPage: the page and its metafile entry, atomically, in order. */
-  putPage(resultId: string, page: number, jpeg: Buffer, width: number, height: number, dpi: number): Promise<MetafilePage> {
-    if (jpeg.length === 0) throw badField("jpeg", "required");
+  /**
+   * PutPage: the page and its metafile entry, atomically, in order. The page is `jpeg`, or
+   * `spoolFile`, the name of a file in the spool folder that is moved into the result.
+   */
+  async putPage(resultId: string, page: number, jpeg: Buffer, width: number, height: number, dpi: number, spoolFile = ""): Promise<MetafilePage> {
+    let spooled: string | undefined;
+    if (spoolFile) {
+      if (!this.opts.spoolDir) {
+        throw new FailedPreconditionError("this store has no spool folder (printStore.spoolDir): send the page's bytes", { domain: PRINT_DOMAIN, reason: "SPOOL_NOT_CONFIGURED" });
+      }
+      if (!SPOOL_FILE.test(spoolFile)) throw badField("spool_file", "a file name of letters, digits, '-' and '_' ending in .jpg");
+      spooled = join(this.opts.spoolDir, spoolFile);
+    } else if (jpeg.length === 0) throw badField("jpeg", "required");
     return this.locked(`r:${resultId}`, async () => {
-      const r = await this.results.get(resultId);
+      const r = await this.resultForWrite(resultId);
       if (!r) throw new ResultNotFoundError(resultId);
       if (page < 1 || page > r.pageCount) throw badField("page_number", `must be between 1 and ${r.pageCount}`);
       const last = r.pages.length;
       const prev = r.pages[last - 1];
-      if (page === last && prev) return toPage(prev);
+      if (page === last && prev) {
+        if (spooled) rmSync(spooled, { force: true });
+        return toPage(prev);
+      }
       if (page !== last + 1) {
         throw new FailedPreconditionError(`page ${page} is out of order; the next page is ${last + 1}`, { domain: PRINT_DOMAIN, reason: "PAGE_OUT_OF_ORDER" });
       }
-      const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: jpeg.length, dpi };
-      // The file first, then the record that lists it (see the file comment).
-      if (r.pages.length === 0) await mkdir(this.resultDir(resultId), { recursive: true });
-      await writeFile(this.pageFile(resultId, page), jpeg);
+      const size = spooled ? (statSync(spooled, { throwIfNoEntry: false })?.size ?? -1) : jpeg.length;
+      if (size < 0) throw badField("spool_file", "no such file in the spool folder");
+      if (size === 0) throw badField("spool_file", "the file is empty");
+      const entry: StoredPage = { pageNumber: page, url: this.pageUrl(resultId, page), widthPx: width, heightPx: height, sizeBytes: size, dpi };
+      // The file first, then the record that lists it (see the file comment). Written
+      // synchronously: a page is one write(2) into the page cache (~0.5 MB, well under a
+      // millisecond), and fs/promises' open, write and close were three trips through the
+      // thread pool and the event loop a page. A spooled page is only renamed: its bytes
+      // were written once, by the render process, and never pass through this process.
+      if (r.pages.length === 0) mkdirSync(this.resultDir(resultId), { recursive: true });
+      if (spooled) renameSync(spooled, this.pageFile(resultId, page));
+      else writeFileSync(this.pageFile(resultId, page), jpeg);
       r.pages.push(entry);
-      await this.results.put(resultId, r);
+      try {
+        await this.results.put(resultId, r);
+      } catch (err) {
+        r.pages.pop(); // keep the cached record equal to the stored one
+        throw err;
+      }
       this.events.emit(resultId);
       return toPage(entry);
     });
   }
 
+  /** A result's record for a change (call under the result's lock). */
+  private async resultForWrite(resultId: string): Promise<ResultRecord | undefined> {
+    const cached = this.writing.get(resultId);
+    if (cached) return cached;
+    const r = await this.results.get(resultId);
+    if (r && !r.complete && !r.failed) this.writing.set(resultId, r);
+    return r;
+  }
+
   /** FinishResult. */
   finishResult(resultId: string, failed: boolean): Promise<Metafile> {
     return this.locked(`r:${resultId}`, async () => {
-      const r = await this.results.get(resultId);
+      const r = await this.resultForWrite(resultId);
       if (!r) throw new ResultNotFoundError(resultId);
       if (!failed && r.pages.length < r.pageCount) {
         throw new FailedPreconditionError(`only ${r.pages.length} of ${r.pageCount} pages are stored`, { domain: PRINT_DOMAIN, reason: "PAGES_MISSING" });
       }
+      this.writing.delete(resultId);
       r.complete = !failed;
       r.failed = failed;
       await this.results.put(resultId, r);
@@ -326,6 +386,7 @@ export class PrintStore {
     if (s.document) n += await this.deleteChunks(s.document.documentId, batch);
     if (s.resultId) {
       batch.del(this.results, s.resultId);
+      this.writing.delete(s.resultId);
       n++;
     }
     await batch.write();
@@ -339,8 +400,9 @@ export class PrintStore {
     return n;
   }
 
-  /** Removes sessions not updated for sessionTtlMs; returns how many. */
+  /** Removes sessions not updated for sessionTtlMs (and orphaned spool files); returns how many sessions. */
   async sweep(): Promise<number> {
+    this.sweepSpool();
     const cutoff = this.opts.now() - this.opts.sessionTtlMs;
     const stale: string[] = [];
     for await (const [k, v] of this.sessions.entries()) if (v.updatedAt < cutoff) stale.push(k);
@@ -355,6 +417,16 @@ export class PrintStore {
       });
     }
     return n;
+  }
+
+  /** Spool files a worker wrote but never handed over (it died in between). */
+  private sweepSpool(): void {
+    if (!this.opts.spoolDir) return;
+    const cutoff = Date.now() - SPOOL_ORPHAN_MS;
+    for (const f of readdirSync(this.opts.spoolDir)) {
+      const p = join(this.opts.spoolDir, f);
+      if ((statSync(p, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) < cutoff) rmSync(p, { force: true });
+    }
   }
 
   private toMetafile(resultId: string, r: ResultRecord): Metafile {
@@ -421,9 +493,12 @@ export class PrintStore {
     }
   }
 
-  /** Page files on disk, an empty result folder counting as one (it should not outlive its result either). */
+  /**
+   * Page files on disk, an empty result folder counting as one (it should not outlive its
+   * result either), and files waiting in the spool folder.
+   */
   private pageFiles(): number {
-    let n = 0;
+    let n = this.opts.spoolDir ? readdirSync(this.opts.spoolDir).length : 0;
     for (const d of readdirSync(this.opts.pagesDir)) n += readdirSync(join(this.opts.pagesDir, d)).length || 1;
     return n;
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PrintJobsClient, JobState, ColorMode } from "../../clients/print/index.js";
 import { printerRole } from "../../servers/print/role-printer.js";
@@ -19,18 +20,24 @@ async function storeEmpty(c: PrintCluster): Promise<void> {
   assert.deepEqual(await c.printStore.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
 }
 
+// The least-loaded cluster's workers share the store's filesystem: pages go through the
+// store's spool folder (printStore.spoolDir) rather than as PutPage bytes.
 for (const balancing of ["round_robin", "least_loaded"] as const) {
-  describe(`PrintJobsService (${balancing} over two workers)`, function () {
+  const spooled = balancing === "least_loaded";
+  describe(`PrintJobsService (${balancing} over two workers${spooled ? ", pages through the store's spool folder" : ""})`, function () {
     this.timeout(90_000);
     let c: PrintCluster;
     let jobs: PrintJobsClient;
+    let spool: string | undefined;
     before(async () => {
-      c = await startPrintCluster({ balancing });
+      spool = spooled ? mkdtempSync(join(tmpdir(), "switchyard-print-spool-")) : undefined;
+      c = await startPrintCluster({ balancing, ...(spool ? { store: { spoolDir: spool }, worker: { storeSpoolDir: spool } } : {}) });
       jobs = new PrintJobsClient(c.jobs.address);
     });
     after(async () => {
       jobs?.close();
       await c?.stop();
+      if (spool) rmSync(spool, { recursive: true, force: true });
     });
 
     describe("SubmitJob", () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { NodeStore } from "../../servers/runtime/store.js";
 import { PrintStore } from "../../servers/print/store.js";
@@ -31,6 +31,7 @@ describe("PrintStore", () => {
       t += 20_000;
       assert.equal(await s.sweep(), 1);
       assert.deepEqual(await s.counts(), { sessions: 1, tokens: 1, documentChunks: 0, results: 0, pages: 0 });
+      assert.equal((s as unknown as { writing: Map<string, unknown> }).writing.size, 0);
       await assert.rejects(s.getSession("old/p"), /no session/);
     });
   });
@@ -72,7 +73,49 @@ describe("PrintStore", () => {
       assert.equal(readdirSync(join(dir, "rg")).length, 2);
       assert.equal(await s.deleteSession("g/p"), 5);
       assert.deepEqual(readdirSync(dir), []);
+      // Nor in memory: the record cached while the result was written is gone with it.
+      assert.equal((s as unknown as { writing: Map<string, unknown> }).writing.size, 0);
       assert.deepEqual(await s.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
+    });
+  });
+
+  describe("putPage with a spool file", () => {
+    it("moves the named file into the result, owns it from then on, and refuses what it cannot take", async () => {
+      const t = 9_000_000;
+      const pages = tempDir();
+      const spool = tempDir();
+      const db = await NodeStore.open(tempDir(), { log: testLogger(), sweepIntervalMs: 0 });
+      onCleanup(() => db.close());
+      const s = new PrintStore(db, { tokenTtlMs: 10_000, maxDocumentBytes: 1 << 20, sessionTtlMs: 60_000, now: () => t, pagesDir: pages, spoolDir: spool });
+      await s.createSession("s/p", { jobId: "s", printerId: "p" }, "tok", t);
+      await s.createResult("s/p", "rs", 2, ColorMode.COLOR);
+      const one = Buffer.alloc(200_000, 3);
+      writeFileSync(join(spool, "rs-1-a.jpg"), one);
+      const entry = await s.putPage("rs", 1, Buffer.alloc(0), 4, 5, 150, "rs-1-a.jpg");
+      assert.equal(entry.sizeBytes, 200_000n);
+      assert.deepEqual(readdirSync(spool), []);
+      assert.deepEqual((await s.getPage("rs", "tok", 1)).jpeg, one);
+      // A retried PutPage of the page last stored: the new copy is dropped, not kept.
+      writeFileSync(join(spool, "rs-1-b.jpg"), one);
+      assert.deepEqual(await s.putPage("rs", 1, Buffer.alloc(0), 4, 5, 150, "rs-1-b.jpg"), entry);
+      assert.deepEqual(readdirSync(spool), []);
+      const reason = (e: Error & { reason?: string; fieldViolations?: { field: string }[] }): string => e.reason ?? "";
+      await assert.rejects(s.putPage("rs", 2, Buffer.alloc(0), 4, 5, 150, "../rs-2.jpg"), /spool_file|letters/);
+      await assert.rejects(s.putPage("rs", 2, Buffer.alloc(0), 4, 5, 150, "rs-2-missing.jpg"), /no such file/);
+      writeFileSync(join(spool, "rs-2-empty.jpg"), "");
+      await assert.rejects(s.putPage("rs", 2, Buffer.alloc(0), 4, 5, 150, "rs-2-empty.jpg"), /empty/);
+      // Files waiting in the spool count as pages; orphans (a worker died before PutPage) are swept.
+      assert.equal((await s.counts()).pages, 2);
+      utimesSync(join(spool, "rs-2-empty.jpg"), new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+      await s.sweep();
+      assert.equal((await s.counts()).pages, 1);
+      await s.deleteSession("s/p");
+      assert.deepEqual(await s.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
+
+      const plain = await openStore(() => t);
+      await plain.createSession("n/p", { jobId: "n", printerId: "p" }, "tok", t);
+      await plain.createResult("n/p", "rn", 1, ColorMode.COLOR);
+      await assert.rejects(plain.putPage("rn", 1, Buffer.alloc(0), 4, 5, 150, "rn-1-a.jpg"), (e: Error & { reason?: string }) => reason(e) === "SPOOL_NOT_CONFIGURED");
     });
   });
 });

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { status as Status, type ClientReadableStream } from "@grpc/grpc-js";
 import { PrintConversionServiceClient, type ConvertResponse } from "../../gen/switchyard/print/v1/print_conversion_service.js";
 import { ColorMode, type PrintSettings, type SessionId } from "../../gen/switchyard/print/v1/print_job.js";
@@ -8,6 +11,7 @@ import { dial } from "../../clients/grpc/channel.js";
 import { unary } from "../../clients/grpc/call.js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
 import { corruptPdf, encryptedPdf, hugePagePdf, mixedPdf, pageBombPdf, slowPagePdf, textPdf } from "../../tools/fixtures/pdfs.js";
+import { eventually } from "../helpers/nodes.js";
 import { startPrintCluster, type PrintCluster } from "./cluster.js";
 
 let seq = 0;
@@ -40,11 +44,21 @@ describe("PrintConversionService", function () {
   let http: Server;
   let base = "";
   const served = new Map<string, Buffer>();
+  let spool = "";
 
   before(async () => {
+    // Pages through the store's spool folder: the hostile documents below also check that a
+    // failed conversion (a render process killed mid-page included) leaves no file there.
+    spool = mkdtempSync(join(tmpdir(), "switchyard-print-spool-"));
     cl = await startPrintCluster({
       workers: 1,
-      worker: { render: { processes: 1, pageTimeoutMs: "1500ms", pagesPerProcess: 3 }, limits: { maxPages: 50, maxPagePixels: 50_000_000, maxDocumentBytes: "12MiB" }, download: { allowPrivate: ["127.0.0.2/32"], timeoutMs: "2s" } },
+      store: { spoolDir: spool },
+      worker: {
+        storeSpoolDir: spool,
+        render: { processes: 1, pageTimeoutMs: "1500ms", pagesPerProcess: 3 },
+        limits: { maxPages: 50, maxPagePixels: 50_000_000, maxDocumentBytes: "12MiB" },
+        download: { allowPrivate: ["127.0.0.2/32"], timeoutMs: "2s" },
+      },
     });
     w = dial(PrintConversionServiceClient, cl.workers[0]?.address as string);
     served.set("/doc.pdf", Buffer.from(await textPdf(2)));
@@ -71,6 +85,7 @@ describe("PrintConversionService", function () {
     http?.closeAllConnections();
     http?.close();
     await cl?.stop();
+    if (spool) rmSync(spool, { recursive: true, force: true });
   });
 
   describe("IssueToken", () => {
@@ -179,7 +194,11 @@ describe("PrintConversionService", function () {
       assert.equal(ok.at(-1)?.event?.$case, "finished");
       const after = await run(await textPdf(2));
       assert.equal(after.at(-1)?.event?.$case, "finished");
-      assert.deepEqual(await cl.printStore.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
+      // Files of a failed conversion are removed once its renders are over.
+      await eventually(async () => {
+        assert.deepEqual(await cl.printStore.counts(), { sessions: 0, tokens: 0, documentChunks: 0, results: 0, pages: 0 });
+        return true;
+      }, 10_000);
     });
   });
 });

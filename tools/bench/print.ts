@@ -101,6 +101,35 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** CPU seconds of each thread of a process, summed by thread name, the main thread as "main" (PRINT_BENCH_THREADS=1 prints them). */
+function threads(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const s = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
+        const name = Number(t) === pid ? "main" : s.slice(s.indexOf("(") + 1, s.lastIndexOf(")")).replace(/\d+$/, "#");
+        const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+        out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / TICK);
+      } catch {
+        // gone
+      }
+    }
+  } catch {
+    // gone
+  }
+  return out;
+}
+
+function threadDelta(before: Map<string, number>, after: Map<string, number>, pages: number): string {
+  return [...after]
+    .map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const)
+    .filter(([, v]) => v > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${((v * 1000) / pages).toFixed(2)}`)
+    .join(", ");
+}
+
 /** Proportional set size of a process in KiB (0 once it is gone). */
 function pss(pid: number): number {
   try {
@@ -190,11 +219,17 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
       files.push(f);
     }
     const total = files.reduce((n, f) => n + pageCount(f), 0);
-    const store = await startNode(dir, "bstore", "print-store", {});
+    // Store and workers share this host's filesystem, so pages go through the store's spool
+    // folder (printStore.spoolDir) as in the default cluster; PRINT_BENCH_SPOOL=0 sends
+    // them as PutPage bytes instead.
+    const spool = process.env.PRINT_BENCH_SPOOL === "0" ? undefined : join(dir, "spool");
+    const spoolCfg = spool ? { storeSpoolDir: spool } : {};
+    process.stderr.write(`pages to the store ${spool ? "through its spool folder" : "as PutPage bytes"}\n`);
+    const store = await startNode(dir, "bstore", "print-store", spool ? { spoolDir: spool } : {});
     nodes.push(store);
     const cores = cpus().length;
     if (only !== "scaling") {
-      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, render: { processes: cores } });
+      const worker = await startNode(dir, "bworker", "print-worker", { store: store.address, ...spoolCfg, render: { processes: cores } });
       nodes.push(worker);
       const wc = dial(PrintConversionServiceClient, worker.address);
       // Warm both render processes (pdf.js loads once per process).
@@ -269,13 +304,14 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     if (only === "cpu") return rows;
 
     // Scaling: 1 vs 2 workers with one render process each, each worker given half the jobs.
-    const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, render: { processes: 1 } });
-    const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, render: { processes: 1 } });
+    const w1 = await startNode(dir, "sw1", "print-worker", { store: store.address, ...spoolCfg, render: { processes: 1 } });
+    const w2 = await startNode(dir, "sw2", "print-worker", { store: store.address, ...spoolCfg, render: { processes: 1 } });
     nodes.push(w1, w2);
     const scaleFiles = [files[0], files[1], files[0], files[1]] as string[];
     const through = async (addrs: string[], tag: string): Promise<number> => {
       const clients = addrs.map((a) => dial(PrintConversionServiceClient, a));
-      const cpu0 = [tree(w1.pid).cpu, tree(w2.pid).cpu, tree(store.pid).cpu, process.cpuUsage()] as const;
+      const cpu0 = [tree(w1.pid).cpu, tree(w2.pid).cpu, tree(store.pid).cpu, process.cpuUsage(), stat(w1.pid).own, stat(w2.pid).own] as const;
+      const th0 = process.env.PRINT_BENCH_THREADS ? [w1.pid, store.pid].map(threads) : [];
       const t = performance.now();
       const per = Math.ceil(scaleFiles.length / clients.length);
       const counts = await Promise.all(clients.map((c, i) => convertAll(c, scaleFiles.slice(i * per, (i + 1) * per), 150, `${tag}${i}`, 1)));
@@ -285,8 +321,12 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
       const me = process.cpuUsage(cpu0[3]);
       const each = (cpu: number): string => ((cpu * 1000) / pages).toFixed(1);
       process.stderr.write(
-        `scaling ${tag}: ${pages} pages in ${ms.toFixed(0)} ms; CPU ms a page: worker 1 ${each(tree(w1.pid).cpu - cpu0[0])}, worker 2 ${each(tree(w2.pid).cpu - cpu0[1])}, store ${each(tree(store.pid).cpu - cpu0[2])}, bench client ${each((me.user + me.system) / 1e6)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+        `scaling ${tag}: ${pages} pages in ${ms.toFixed(0)} ms; CPU ms a page: worker 1 ${each(tree(w1.pid).cpu - cpu0[0])} (own ${each(stat(w1.pid).own - cpu0[4])}), worker 2 ${each(tree(w2.pid).cpu - cpu0[1])} (own ${each(stat(w2.pid).own - cpu0[5])}), store ${each(tree(store.pid).cpu - cpu0[2])}, bench client ${each((me.user + me.system) / 1e6)}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
       );
+      if (th0.length) {
+        process.stderr.write(`  threads, CPU ms a page: worker 1: ${threadDelta(th0[0] as Map<string, number>, threads(w1.pid), pages)}\n`);
+        process.stderr.write(`  store: ${threadDelta(th0[1] as Map<string, number>, threads(store.pid), pages)}\n`);
+      }
       return (pages * 1000) / ms;
     };
     await through([w1.address, w2.address], "warm2");

@@ -143,7 +143,8 @@ async function render(
   mono: boolean,
   quality: number,
   maxPixels: number,
-): Promise<{ jpeg: Uint8Array; width: number; height: number; renderMs: number; encodeMs: number } | RenderFailure> {
+  out: string | undefined,
+): Promise<{ jpeg?: Uint8Array; size: number; width: number; height: number; renderMs: number; encodeMs: number } | RenderFailure> {
   const doc = docs.get(key);
   if (!doc) return { kind: "NOT_OPEN" };
   let page;
@@ -187,10 +188,15 @@ async function render(
   const px = raw.subarray(0, width * height * channels);
   if (mono) toGrey(raw, px);
   else toRgb(raw, px);
-  const jpeg = await sharp(px, { raw: { width, height, channels } })
-    .jpeg({ quality, optimiseCoding: false, chromaSubsampling: quality >= 90 ? "4:4:4" : "4:2:0" })
-    .toBuffer();
-  return { jpeg, width, height, renderMs: t1 - t0, encodeMs: performance.now() - t1 };
+  const encoder = sharp(px, { raw: { width, height, channels } }).jpeg({ quality, optimiseCoding: false, chromaSubsampling: quality >= 90 ? "4:4:4" : "4:2:0" });
+  if (out) {
+    // Into the store's spool folder (a worker sharing the store's filesystem): the page's
+    // bytes are written once, here, and never copied through IPC, the worker or gRPC.
+    const info = await encoder.toFile(out);
+    return { size: info.size, width, height, renderMs: t1 - t0, encodeMs: performance.now() - t1 };
+  }
+  const jpeg = await encoder.toBuffer();
+  return { jpeg, size: jpeg.length, width, height, renderMs: t1 - t0, encodeMs: performance.now() - t1 };
 }
 
 async function handle(req: ChildRequest): Promise<ChildResponse> {
@@ -200,7 +206,7 @@ async function handle(req: ChildRequest): Promise<ChildResponse> {
       return "kind" in r ? { id: req.id, ok: false, failure: r } : { id: req.id, ok: true, numPages: r.numPages };
     }
     if (req.op === "render") {
-      const r = await render(req.key, req.page, req.dpi, req.mono, req.quality, req.maxPixels);
+      const r = await render(req.key, req.page, req.dpi, req.mono, req.quality, req.maxPixels, req.out);
       return "kind" in r ? { id: req.id, ok: false, failure: r } : { id: req.id, ok: true, ...r };
     }
     const d = docs.get(req.key);

@@ -31,7 +31,12 @@ export type PoolFailure = RenderFailure | { kind: "TIMEOUT" } | { kind: "CRASHED
 
 /** A rendered page. */
 export interface RenderedPage {
+  /** The JPEG (empty when it was written to `file`). */
   jpeg: Buffer;
+  /** The file the JPEG was written to, when the request named one. */
+  file?: string;
+  /** Bytes of the JPEG. */
+  size: number;
   width: number;
   height: number;
 }
@@ -199,7 +204,7 @@ export class RenderPool {
     data: Uint8Array,
     password: string,
     page: number,
-    o: { dpi: number; mono: boolean; quality: number; maxPixels: number },
+    o: { dpi: number; mono: boolean; quality: number; maxPixels: number; out?: string },
   ): Promise<RenderedPage | PoolFailure> {
     const c = await this.acquire();
     if (!c) return { kind: "STOPPED" };
@@ -222,7 +227,7 @@ export class RenderPool {
       this.pagesRendered++;
       // A view, not a copy: the IPC message already gave this process its own bytes.
       const j = r.jpeg ?? new Uint8Array();
-      return { jpeg: Buffer.from(j.buffer, j.byteOffset, j.byteLength), width: r.width ?? 0, height: r.height ?? 0 };
+      return { jpeg: Buffer.from(j.buffer, j.byteOffset, j.byteLength), ...(o.out ? { file: o.out } : {}), size: r.size ?? j.byteLength, width: r.width ?? 0, height: r.height ?? 0 };
     } finally {
       this.release(c);
     }

@@ -22,6 +22,8 @@ export interface RenderRequest {
   quality: number;
   /** Largest width × height allowed, checked before a canvas is created. */
   maxPixels: number;
+  /** Write the JPEG to this file and answer with its size instead of its bytes. */
+  out?: string;
 }
 
 /** Forgets a document. */
@@ -46,5 +48,5 @@ export type RenderFailure =
 
 /** The child's answer to one request. */
 export type ChildResponse =
-  | { id: number; ok: true; numPages?: number; jpeg?: Uint8Array; width?: number; height?: number; renderMs?: number; encodeMs?: number }
+  | { id: number; ok: true; numPages?: number; jpeg?: Uint8Array; size?: number; width?: number; height?: number; renderMs?: number; encodeMs?: number }
   | { id: number; ok: false; failure: RenderFailure };

@@ -145,7 +145,7 @@ export interface PutPageRequest {
   resultId: string;
   /** 1-based page number. Required. */
   pageNumber: number;
-  /** The page as JPEG. Required. */
+  /** The page as JPEG. Required unless spool_file is set. */
   jpeg: Buffer;
   /** Width of the JPEG in pixels. */
   widthPx: number;
@@ -153,6 +153,13 @@ export interface PutPageRequest {
   heightPx: number;
   /** Resolution the page was rendered at, in dots per inch. */
   dpi: number;
+  /**
+   * Instead of jpeg, for a worker that shares the store's filesystem: the name (no folder)
+   * of a file in the store's spool folder that holds the page as JPEG. The store moves the
+   * file into the result (a rename, so the page's bytes never pass through gRPC) and owns
+   * it from then on; it is removed like any page of the result.
+   */
+  spoolFile: string;
 }
 
 /** PutPageResponse describes the stored page. */
@@ -1352,7 +1359,7 @@ export const CreateResultResponse: MessageFns<CreateResultResponse> = {
 };
 
 function createBasePutPageRequest(): PutPageRequest {
-  return { resultId: "", pageNumber: 0, jpeg: Buffer.alloc(0), widthPx: 0, heightPx: 0, dpi: 0 };
+  return { resultId: "", pageNumber: 0, jpeg: Buffer.alloc(0), widthPx: 0, heightPx: 0, dpi: 0, spoolFile: "" };
 }
 
 export const PutPageRequest: MessageFns<PutPageRequest> = {
@@ -1374,6 +1381,9 @@ export const PutPageRequest: MessageFns<PutPageRequest> = {
     }
     if (message.dpi !== 0) {
       writer.uint32(48).uint32(message.dpi);
+    }
+    if (message.spoolFile !== "") {
+      writer.uint32(58).string(message.spoolFile);
     }
     return writer;
   },
@@ -1439,6 +1449,14 @@ export const PutPageRequest: MessageFns<PutPageRequest> = {
             message.dpi = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.spoolFile = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1475,6 +1493,11 @@ export const PutPageRequest: MessageFns<PutPageRequest> = {
         ? globalThis.Number(object.height_px)
         : 0,
       dpi: isSet(object.dpi) ? globalThis.Number(object.dpi) : 0,
+      spoolFile: isSet(object.spoolFile)
+        ? globalThis.String(object.spoolFile)
+        : isSet(object.spool_file)
+        ? globalThis.String(object.spool_file)
+        : "",
     };
   },
 
@@ -1498,6 +1521,9 @@ export const PutPageRequest: MessageFns<PutPageRequest> = {
     if (message.dpi !== 0) {
       obj.dpi = Math.round(message.dpi);
     }
+    if (message.spoolFile !== "") {
+      obj.spoolFile = message.spoolFile;
+    }
     return obj;
   },
 
@@ -1512,6 +1538,7 @@ export const PutPageRequest: MessageFns<PutPageRequest> = {
     message.widthPx = object.widthPx ?? 0;
     message.heightPx = object.heightPx ?? 0;
     message.dpi = object.dpi ?? 0;
+    message.spoolFile = object.spoolFile ?? "";
     return message;
   },
 };
@@ -1998,7 +2025,9 @@ export const PrintStoreServiceService = {
    * PutPage stores one converted page and appends it to the metafile, atomically. Pages
    * come in order. Errors: NOT_FOUND (RESULT_NOT_FOUND); FAILED_PRECONDITION
    * (PAGE_OUT_OF_ORDER) when it is not the next page; INVALID_ARGUMENT for an empty
-   * image or a page beyond the page count. Idempotent for the page last stored.
+   * image, a page beyond the page count, or a malformed or missing spool file;
+   * FAILED_PRECONDITION (SPOOL_NOT_CONFIGURED) for a spool file when the store has no spool
+   * folder. Idempotent for the page last stored.
    */
   putPage: {
     path: "/switchyard.print.v1.PrintStoreService/PutPage" as const,
@@ -2086,7 +2115,9 @@ export interface PrintStoreServiceServer extends UntypedServiceImplementation {
    * PutPage stores one converted page and appends it to the metafile, atomically. Pages
    * come in order. Errors: NOT_FOUND (RESULT_NOT_FOUND); FAILED_PRECONDITION
    * (PAGE_OUT_OF_ORDER) when it is not the next page; INVALID_ARGUMENT for an empty
-   * image or a page beyond the page count. Idempotent for the page last stored.
+   * image, a page beyond the page count, or a malformed or missing spool file;
+   * FAILED_PRECONDITION (SPOOL_NOT_CONFIGURED) for a spool file when the store has no spool
+   * folder. Idempotent for the page last stored.
    */
   putPage: handleUnaryCall<PutPageRequest, PutPageResponse>;
   /**
@@ -2238,7 +2269,9 @@ export interface PrintStoreServiceClient extends Client {
    * PutPage stores one converted page and appends it to the metafile, atomically. Pages
    * come in order. Errors: NOT_FOUND (RESULT_NOT_FOUND); FAILED_PRECONDITION
    * (PAGE_OUT_OF_ORDER) when it is not the next page; INVALID_ARGUMENT for an empty
-   * image or a page beyond the page count. Idempotent for the page last stored.
+   * image, a page beyond the page count, or a malformed or missing spool file;
+   * FAILED_PRECONDITION (SPOOL_NOT_CONFIGURED) for a spool file when the store has no spool
+   * folder. Idempotent for the page last stored.
    */
   putPage(
     request: PutPageRequest,
