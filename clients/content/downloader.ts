@@ -4,19 +4,23 @@
  * hedges (asks a second replica) when a fetch is slow, verifies each piece's hash,
  * decrypts and authenticates it, and hands out the plaintext in order as a Readable —
  * the first pieces can be consumed (played) while later ones still arrive. At most
- * `window` pieces are held, so memory does not grow with the content's size.
+ * `window` pieces are held, so memory does not grow with the content's size. The
+ * per-byte work of each attempt (HTTP/2, grpc-js, AES-GCM) runs in this thread or, for
+ * large contents, in fetch workers (fetch-workers.ts) so a download can use two cores;
+ * every decision stays here.
  */
-import { createDecipheriv } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { Readable } from "node:stream";
 import { status as Status } from "@grpc/grpc-js";
 import type { Manifest, ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
 import { parseRichError, describeError, type ChannelSettings } from "../grpc/index.js";
-import { PieceAuthError, TAG_BYTES } from "./crypto.js";
+import { PieceAuthError } from "./crypto.js";
+import { defaultFetchThreads, PieceWorkers } from "./fetch-workers.js";
 import { NodeClientPool } from "./node-client.js";
+import { fetchPieceFrom, type PieceFetchRequest } from "./piece-fetch.js";
 
-/** Bytes decrypted per call (and per plaintext buffer handed out). */
-const DECRYPT_SLICE = 64 * 1024;
+/** Contents at least this large are fetched by worker threads unless `threads` says otherwise. */
+export const THREADS_MIN_BYTES = 32 * 1024 * 1024;
 
 /** Options of a download. */
 export interface DownloadOptions {
@@ -40,6 +44,15 @@ export interface DownloadOptions {
   channel?: ChannelSettings;
   /** A pool to reuse (not closed by the download); default: a private one. */
   pool?: NodeClientPool;
+  /**
+   * Worker threads that fetch, decrypt and authenticate pieces (each with its own
+   * connections to the nodes), so the download uses more than one core; 0 = all in this
+   * thread. Default: min(2, cores) for contents of THREADS_MIN_BYTES (32 MiB) and more,
+   * 0 below (starting workers costs more than they save on a small download).
+   */
+  threads?: number;
+  /** Fetch workers to reuse when threads > 0 (not closed by the download); default: private ones. */
+  workers?: PieceWorkers;
   /** Cancels the download. */
   signal?: AbortSignal;
   /** Told about each piece delivered and each failover or hedge. */
@@ -93,6 +106,14 @@ function isGrantExpired(err: unknown): boolean {
   return e.code === Status.UNAUTHENTICATED && e.errorInfo?.reason === "GRANT_EXPIRED";
 }
 
+/** The worker threads a download of `manifest` uses with these options (see DownloadOptions.threads). */
+export function downloadThreads(manifest: Manifest, opts: Pick<DownloadOptions, "threads" | "workers"> = {}): number {
+  if (opts.threads !== undefined) return Math.max(0, Math.floor(opts.threads));
+  const bytes = manifest.pieces.reduce((n, p) => n + p.size, 0);
+  if (bytes < THREADS_MIN_BYTES) return 0;
+  return opts.workers?.threads ?? defaultFetchThreads();
+}
+
 /** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */
 export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}): Readable & { stats: DownloadStats } {
   const concurrency = Math.max(1, opts.concurrency ?? 8);
@@ -104,6 +125,13 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   const maxRounds = opts.maxRounds ?? 3;
   const pool = opts.pool ?? new NodeClientPool(opts.channel ?? {});
   const ownPool = !opts.pool;
+  const threads = downloadThreads(manifest, opts);
+  const workers = threads > 0 ? (opts.workers ?? new PieceWorkers(threads, opts.channel ?? {})) : undefined;
+  const ownWorkers = workers !== undefined && !opts.workers;
+  const release = (): void => {
+    if (ownPool) pool.close();
+    if (ownWorkers) workers.close();
+  };
   const pieces = manifest.pieces;
   let grant: Uint8Array = manifest.grant?.token ?? Buffer.alloc(0);
   /** Access tags of the current grant, by piece index (from a renewed manifest). */
@@ -144,7 +172,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     destroy(err, cb) {
       stop.abort(err ?? new Error("download closed"));
       opts.signal?.removeEventListener("abort", onOuterAbort);
-      if (ownPool) pool.close();
+      release();
       cb(err);
     },
   }) as Readable & { stats: DownloadStats };
@@ -152,7 +180,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
 
   const finish = (): void => {
     opts.signal?.removeEventListener("abort", onOuterAbort);
-    if (ownPool) pool.close();
+    release();
     out.push(null);
   };
 
@@ -216,46 +244,28 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   };
 
   /**
-   * One attempt on one node: decrypts each chunk as it arrives and authenticates the
-   * whole piece with its GCM tag at the end; nothing is handed out before the tag
-   * verified. The key never reaches the nodes, so the tag also proves the bytes are the
-   * piece the manifest names (a node cannot produce another ciphertext that passes).
+   * One attempt on one node (piece-fetch.ts), in a fetch worker or in this thread: the
+   * piece's plaintext, authenticated by its GCM tag; the node's speed estimate is updated.
    */
   const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer[]> => {
     const s = nodes.get(nodeId) as NodeStat;
     s.inflight++;
     const t0 = performance.now();
     try {
-      if (p.storedSize < TAG_BYTES) throw new PieceAuthError(`piece ${p.index} is shorter than its tag`);
-      const bodyBytes = p.storedSize - TAG_BYTES;
-      const d = createDecipheriv("aes-256-gcm", p.key, p.nonce);
-      const plain: Buffer[] = [];
-      const tag = Buffer.alloc(TAG_BYTES);
-      let got = 0;
-      for await (const chunk of pool.get(addressOf.get(nodeId) as string).stream(
-        { grant, pieceId: p.pieceId, accessTag: accessTags?.get(p.index) ?? p.accessTag, maxBytes: p.storedSize },
-        { signal, deadline: Date.now() + attemptTimeout },
-      )) {
-        const body = Math.max(0, Math.min(chunk.length, bodyBytes - got));
-        // Decrypted in slices: small output buffers come from the allocator's free lists,
-        // MiB-sized ones are fresh memory (page faults) and cost about half as much again.
-        for (let off = 0; off < body; off += DECRYPT_SLICE) {
-          const out = d.update(chunk.subarray(off, Math.min(body, off + DECRYPT_SLICE)));
-          if (out.length) plain.push(out);
-        }
-        if (body < chunk.length) chunk.copy(tag, got + body - bodyBytes, body);
-        got += chunk.length;
-      }
-      if (got !== p.storedSize) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${got} stored bytes, expected ${p.storedSize}`);
-      d.setAuthTag(tag);
-      try {
-        const fin = d.final();
-        if (fin.length) plain.push(fin);
-      } catch (err) {
-        throw new PieceAuthError(`piece ${p.index} from ${nodeId} failed authentication (tampered or corrupt)`, { cause: err });
-      }
-      const size = plain.reduce((n, b) => n + b.length, 0);
-      if (size !== p.size) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${size} bytes, expected ${p.size}`);
+      const req: PieceFetchRequest = {
+        index: p.index,
+        pieceId: p.pieceId,
+        size: p.size,
+        storedSize: p.storedSize,
+        key: p.key,
+        nonce: p.nonce,
+        grant,
+        accessTag: accessTags?.get(p.index) ?? p.accessTag,
+        nodeId,
+        deadline: Date.now() + attemptTimeout,
+      };
+      const address = addressOf.get(nodeId) as string;
+      const plain = workers ? await workers.fetch(address, req, signal) : await fetchPieceFrom(pool.get(address), req, signal);
       const ms = performance.now() - t0;
       const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;

@@ -1,6 +1,8 @@
 /**
- * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S]`: the content system's
- * throughput, each row with its anchor measured in the same run.
+ * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S] [--unlimited-only] [--threads=N]`:
+ * the content system's throughput, each row with its anchor measured in the same run.
+ * `--unlimited-only` skips the limited rows (shorter runs while iterating); `--threads=N`
+ * sets the downloader's fetch workers for the unlimited download (default: its own default).
  *
  * - limited_download_vs_limits: 4 distribution nodes, each paced to LIMIT, download vs
  *   the sum of the limits (the most the nodes can deliver).
@@ -14,6 +16,9 @@
  *   and /proc/<pid>/stat) per MiB of that download, lowest of 3, vs the CPU time of the
  *   crypto a downloader cannot avoid (AES-256-GCM decrypt): a figure that depends little
  *   on how loaded the machine is.
+ * - unlimited_download_workers_vs_in_thread: the same download with the downloader's fetch
+ *   workers (worker threads, the default for large contents) vs all in this thread
+ *   (threads: 0), alternating rounds, best of 3 each.
  * - upload_vs_disk: upload (split, encrypt, replicate x2 to the nodes) vs writing the same
  *   bytes to a local file with fsync.
  *
@@ -98,13 +103,14 @@ export async function download(
   concurrency: number,
   children: ChildProcess[] = [],
   verify = true,
+  threads?: number,
 ): Promise<number & { cpuPerMiB?: number; bytes?: number }> {
   const c0 = process.cpuUsage();
   const n0 = children.reduce((a, c) => a + childCpuMs(c.pid), 0);
   const t0 = performance.now();
   const h = createHash("sha256");
   let n = 0;
-  for await (const b of await client.download(id, { concurrency })) {
+  for await (const b of await client.download(id, { concurrency, ...(threads !== undefined ? { threads } : {}) })) {
     if (verify) h.update(b as Buffer);
     n += (b as Buffer).length;
   }
@@ -165,8 +171,13 @@ async function spawnHttp(file: string, rate: number): Promise<{ child: ChildProc
 }
 
 export default async function content(args: string[]): Promise<BenchRow[]> {
-  const size = Number(args[0] ?? 256) * MiB;
-  const limit = Number(args[1] ?? 8) * MiB;
+  const flags = args.filter((a) => a.startsWith("--"));
+  const positional = args.filter((a) => !a.startsWith("--"));
+  const size = Number(positional[0] ?? 256) * MiB;
+  const limit = Number(positional[1] ?? 8) * MiB;
+  const unlimitedOnly = flags.includes("--unlimited-only");
+  const threadsFlag = flags.find((f) => f.startsWith("--threads="));
+  const threads = threadsFlag ? Number(threadsFlag.slice("--threads=".length)) : undefined;
   const limitedSize = Math.round((limit * 4 * 8) / MiB) * MiB; // about 8 s at the summed limits
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-content-"));
   const all: ChildProcess[] = [];
@@ -174,25 +185,27 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
   try {
     const file = join(dir, "payload.bin");
     const want = makeFile(file, size);
-    const limitedFile = join(dir, "limited.bin");
-    const wantLimited = makeFile(limitedFile, limitedSize);
 
     // --- limited nodes vs the sum of limits and vs aria2c
-    const lim = await cluster(join(dir, "limited"), limit);
-    all.push(...lim.children);
-    const lc = await lim.client.uploadFile(limitedFile, { chunking: ChunkingMode.FIXED, pieceSize: MiB });
-    await download(lim.client, lc.contentId, wantLimited, 16); // warm-up (connections, JIT)
-    const ours = await download(lim.client, lc.contentId, wantLimited, 16);
-    const http = [];
-    for (let i = 0; i < 4; i++) http.push(await spawnHttp(limitedFile, limit));
-    all.push(...http.map((h) => h.child));
-    const aria = await aria2(http.map((h) => h.url), dir, limitedSize);
-    const ours2 = await download(lim.client, lc.contentId, wantLimited, 16);
-    const best = Math.max(ours, ours2);
-    rows.push(row("limited_download_vs_limits", "MiB/s", best, (4 * limit) / MiB, `sum of 4 node limits (${limit / MiB} MiB/s each)`, true));
-    rows.push(row("limited_download_vs_aria2c", "MiB/s", best, aria, "aria2c -s16 -x4, 4 HTTP sources at the same limit", true));
-    lim.client.close();
-    lim.children.forEach((c) => c.kill("SIGTERM"));
+    if (!unlimitedOnly) {
+      const limitedFile = join(dir, "limited.bin");
+      const wantLimited = makeFile(limitedFile, limitedSize);
+      const lim = await cluster(join(dir, "limited"), limit);
+      all.push(...lim.children);
+      const lc = await lim.client.uploadFile(limitedFile, { chunking: ChunkingMode.FIXED, pieceSize: MiB });
+      await download(lim.client, lc.contentId, wantLimited, 16); // warm-up (connections, JIT)
+      const ours = await download(lim.client, lc.contentId, wantLimited, 16);
+      const http = [];
+      for (let i = 0; i < 4; i++) http.push(await spawnHttp(limitedFile, limit));
+      all.push(...http.map((h) => h.child));
+      const aria = await aria2(http.map((h) => h.url), dir, limitedSize);
+      const ours2 = await download(lim.client, lc.contentId, wantLimited, 16);
+      const best = Math.max(ours, ours2);
+      rows.push(row("limited_download_vs_limits", "MiB/s", best, (4 * limit) / MiB, `sum of 4 node limits (${limit / MiB} MiB/s each)`, true));
+      rows.push(row("limited_download_vs_aria2c", "MiB/s", best, aria, "aria2c -s16 -x4, 4 HTTP sources at the same limit", true));
+      lim.client.close();
+      lim.children.forEach((c) => c.kill("SIGTERM"));
+    }
 
     // --- unlimited: upload and download vs the local disk
     const un = await cluster(join(dir, "unlimited"), 0);
@@ -206,12 +219,16 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     // One verified download (byte-exact against the file's SHA-256; it also opens the
     // connections), then 3 timed ones that count the bytes like dd to /dev/null. Every
     // piece of every round is still authenticated by its GCM tag in the downloader.
-    await download(un.client, uc.contentId, want, 8);
+    await download(un.client, uc.contentId, want, 8, [], true, threads);
+    // Alternating with the same download all in this thread (threads: 0), which also
+    // starts the fetch workers before the first timed round.
     const downs = [];
+    const inThread = [];
     for (let i = 0; i < 3; i++) {
-      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false);
+      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, threads);
       if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
       downs.push(d);
+      inThread.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, 0));
     }
     const down = Math.max(...downs);
     const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
@@ -237,6 +254,7 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     }
     rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
     rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", cpu, cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
+    rows.push(row("unlimited_download_workers_vs_in_thread", "MiB/s", down, Math.max(...inThread), "the same download with threads: 0 (all in one thread), alternating, best of 3", true));
     rows.push(row("upload_vs_disk", "MiB/s", up, diskWrite, "write + fsync of the same bytes", true));
   } finally {
     for (const c of all) if (c.exitCode === null) c.kill("SIGTERM");
