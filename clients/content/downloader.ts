@@ -47,8 +47,9 @@ export interface DownloadOptions {
   /**
    * Worker threads that fetch, decrypt and authenticate pieces (each with its own
    * connections to the nodes), so the download uses more than one core; 0 = all in this
-   * thread. Default: min(2, cores) for contents of THREADS_MIN_BYTES (32 MiB) and more,
-   * 0 below (starting workers costs more than they save on a small download).
+   * thread. Default: defaultFetchThreads() (2 on machines with more than two cores, else
+   * 0) for contents of THREADS_MIN_BYTES (32 MiB) and more, 0 below (starting workers
+   * costs more than they save on a small download).
    */
   threads?: number;
   /** Fetch workers to reuse when threads > 0 (not closed by the download); default: private ones. */
@@ -111,7 +112,8 @@ export function downloadThreads(manifest: Manifest, opts: Pick<DownloadOptions, 
   if (opts.threads !== undefined) return Math.max(0, Math.floor(opts.threads));
   const bytes = manifest.pieces.reduce((n, p) => n + p.size, 0);
   if (bytes < THREADS_MIN_BYTES) return 0;
-  return opts.workers?.threads ?? defaultFetchThreads();
+  const threads = defaultFetchThreads();
+  return threads > 0 ? (opts.workers?.threads ?? threads) : 0;
 }
 
 /** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */

@@ -65,9 +65,15 @@ export function decodeWorkerError(w: WorkerError): Error {
   return err;
 }
 
-/** Worker threads a large download uses by default: two, or one core's worth less. */
+/**
+ * Worker threads a large download uses by default: 2 when the machine has more than two
+ * cores, else none. Workers cost more CPU in total (+0.4-0.5 ms per MiB: a second event
+ * loop, messages, more isolates to collect) for a shorter critical thread; on a two-core
+ * machine that also runs the nodes the total is what bounds the rate, and two workers were
+ * no faster there (docs/content.md).
+ */
 export function defaultFetchThreads(): number {
-  return Math.min(2, availableParallelism());
+  return availableParallelism() > 2 ? 2 : 0;
 }
 
 /** The compiled worker script (also when this module runs from TypeScript sources under tsx). */

@@ -17,7 +17,7 @@ function tamper(c: ContentCluster, nodeId: string, pieceId: string): void {
 
 describe("content downloader", () => {
   describe("fetch workers", () => {
-    it("fetches small contents in this thread and large ones in min(2, cores) workers by default", () => {
+    it("fetches small contents in this thread and large ones in defaultFetchThreads() workers by default", () => {
       const manifest = (bytes: number): Manifest => ({ pieces: [{ size: bytes }] }) as unknown as Manifest;
       assert.equal(downloadThreads(manifest(THREADS_MIN_BYTES - 1)), 0);
       assert.equal(downloadThreads(manifest(THREADS_MIN_BYTES)), defaultFetchThreads());

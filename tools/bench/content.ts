@@ -16,9 +16,10 @@
  *   and /proc/<pid>/stat) per MiB of that download, lowest of 3, vs the CPU time of the
  *   crypto a downloader cannot avoid (AES-256-GCM decrypt): a figure that depends little
  *   on how loaded the machine is.
- * - unlimited_download_workers_vs_in_thread: the same download with the downloader's fetch
- *   workers (worker threads, the default for large contents) vs all in this thread
- *   (threads: 0), alternating rounds, best of 3 each.
+ * - unlimited_download_workers_vs_in_thread: the same download with 2 fetch workers
+ *   (worker threads) vs all in this thread (threads: 0), alternating rounds, best of 3
+ *   each; unlimited_download_busiest_thread_cpu_per_mib: CPU per MiB of the busiest
+ *   client thread in the two modes (what caps the client when it has cores to spare).
  * - upload_vs_disk: upload (split, encrypt, replicate x2 to the nodes) vs writing the same
  *   bytes to a local file with fsync.
  *
@@ -26,14 +27,14 @@
  */
 import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { stringify as toYaml } from "yaml";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
-import { ContentClient } from "../../clients/content/index.js";
+import { ContentClient, defaultFetchThreads, THREADS_MIN_BYTES } from "../../clients/content/index.js";
 import { nodeEntryPoint } from "../cluster/launcher.js";
 import { generateGrantKey } from "../../servers/content/grant.js";
 import { row, type BenchRow } from "./harness.js";
@@ -91,8 +92,24 @@ function childCpuMs(pid: number | undefined): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // clock ticks (USER_HZ = 100)
 }
 
+/** CPU ms (user + system) of each thread of this process so far, by thread id. */
+function threadCpuMs(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync("/proc/self/task")) {
+    try {
+      const f = (readFileSync(`/proc/self/task/${t}/stat`, "utf8").split(") ")[1] ?? "").split(" ");
+      out.set(t, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 /**
- * Downloads; returns MiB/s and CPU ms per MiB of this process and of `children`. With
+ * Downloads; returns MiB/s and CPU ms per MiB of this process and of `children`, and
+ * the CPU ms per MiB of this process's busiest thread (what bounds the client when it
+ * has cores to spare). With
  * `verify` the bytes are hashed and compared with `want`; without, they are only counted
  * (the timed unlimited rounds: the disk anchor, dd to /dev/null, does not hash either).
  */
@@ -104,7 +121,8 @@ export async function download(
   children: ChildProcess[] = [],
   verify = true,
   threads?: number,
-): Promise<number & { cpuPerMiB?: number; bytes?: number }> {
+): Promise<number & { cpuPerMiB?: number; busiestThreadPerMiB?: number; bytes?: number }> {
+  const k0 = threadCpuMs();
   const c0 = process.cpuUsage();
   const n0 = children.reduce((a, c) => a + childCpuMs(c.pid), 0);
   const t0 = performance.now();
@@ -117,8 +135,9 @@ export async function download(
   const s = (performance.now() - t0) / 1000;
   const cu = process.cpuUsage(c0);
   const cpu = (cu.user + cu.system) / 1000 + children.reduce((a, c) => a + childCpuMs(c.pid), 0) - n0;
+  const busiest = Math.max(...[...threadCpuMs()].map(([t, ms]) => ms - (k0.get(t) ?? 0)));
   if (verify && h.digest("hex") !== want) throw new Error("downloaded bytes differ");
-  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), bytes: n });
+  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), busiestThreadPerMiB: busiest / (n / MiB), bytes: n });
 }
 
 /** CPU ms per MiB of the least a downloader must do: AES-256-GCM decrypt (and authenticate). */
@@ -220,16 +239,20 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     // connections), then 3 timed ones that count the bytes like dd to /dev/null. Every
     // piece of every round is still authenticated by its GCM tag in the downloader.
     await download(un.client, uc.contentId, want, 8, [], true, threads);
-    // Alternating with the same download all in this thread (threads: 0), which also
-    // starts the fetch workers before the first timed round.
-    const downs = [];
-    const inThread = [];
+    // Alternating with the other mode: 2 fetch workers when the default (or --threads)
+    // is in this thread, in this thread otherwise. The first round also starts the workers.
+    const mainThreads = threads ?? (size >= THREADS_MIN_BYTES ? defaultFetchThreads() : 0);
+    const otherThreads = mainThreads > 0 ? 0 : 2;
+    type Round = Awaited<ReturnType<typeof download>>;
+    const downs: Round[] = [];
+    const others: Round[] = [];
     for (let i = 0; i < 3; i++) {
-      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, threads);
+      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, mainThreads);
       if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
       downs.push(d);
-      inThread.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, 0));
+      others.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, otherThreads));
     }
+    const [workers, inThread] = mainThreads > 0 ? [downs, others] : [others, downs];
     const down = Math.max(...downs);
     const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
     un.client.close();
@@ -254,7 +277,9 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     }
     rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
     rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", cpu, cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
-    rows.push(row("unlimited_download_workers_vs_in_thread", "MiB/s", down, Math.max(...inThread), "the same download with threads: 0 (all in one thread), alternating, best of 3", true));
+    const busiest = (ds: Round[]): number => Math.min(...ds.map((d) => d.busiestThreadPerMiB ?? Infinity));
+    rows.push(row("unlimited_download_workers_vs_in_thread", "MiB/s", Math.max(...workers), Math.max(...inThread), "the same download with threads: 0 (all in one thread), alternating, best of 3", true));
+    rows.push(row("unlimited_download_busiest_thread_cpu_per_mib", "ms CPU/MiB", busiest(workers), busiest(inThread), "busiest client thread with threads: 0 (lowest of 3)", false));
     rows.push(row("upload_vs_disk", "MiB/s", up, diskWrite, "write + fsync of the same bytes", true));
   } finally {
     for (const c of all) if (c.exitCode === null) c.kill("SIGTERM");
