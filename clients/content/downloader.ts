@@ -54,6 +54,12 @@ export interface DownloadOptions {
   threads?: number;
   /** Fetch workers to reuse when threads > 0 (not closed by the download); default: private ones. */
   workers?: PieceWorkers;
+  /**
+   * How pieces are read: "direct" (default; plaintext channels) reads GetPiece streams
+   * with the downloader's own HTTP/2 reader and falls back to grpc-js for anything but a
+   * complete piece (direct-piece.ts); "grpc" always uses grpc-js.
+   */
+  reader?: "direct" | "grpc";
   /** Cancels the download. */
   signal?: AbortSignal;
   /** Told about each piece delivered and each failover or hedge. */
@@ -95,6 +101,8 @@ export interface DownloadStats {
   hedges: number;
   /** Times the grant was renewed (a fresh manifest fetched) during the download. */
   renewals: number;
+  /** Attempts the direct reader handed to grpc-js (the node refused, reset or went away). */
+  fallbacks: number;
   byNode: Record<string, number>;
 }
 
@@ -127,6 +135,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   const maxRounds = opts.maxRounds ?? 3;
   const pool = opts.pool ?? new NodeClientPool(opts.channel ?? {});
   const ownPool = !opts.pool;
+  const direct = (opts.reader ?? "direct") === "direct";
   const threads = downloadThreads(manifest, opts);
   const workers = threads > 0 ? (opts.workers ?? new PieceWorkers(threads, opts.channel ?? {})) : undefined;
   const ownWorkers = workers !== undefined && !opts.workers;
@@ -139,7 +148,10 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   /** Access tags of the current grant, by piece index (from a renewed manifest). */
   let accessTags: Map<number, Uint8Array> | undefined;
   let renewing: Promise<void> | undefined;
-  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, renewals: 0, byNode: {} };
+  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, renewals: 0, fallbacks: 0, byNode: {} };
+  const onFallback = (): void => {
+    stats.fallbacks++;
+  };
   const nodes = new Map<string, NodeStat>();
   const addressOf = new Map<string, string>();
   for (const p of pieces) {
@@ -267,7 +279,9 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         deadline: Date.now() + attemptTimeout,
       };
       const address = addressOf.get(nodeId) as string;
-      const plain = workers ? await workers.fetch(address, req, signal) : await fetchPieceFrom(pool.get(address), req, signal);
+      const plain = workers
+        ? await workers.fetch(address, req, signal, direct, onFallback)
+        : await fetchPieceFrom(pool.get(address), req, signal, direct ? pool.direct : undefined, onFallback);
       const ms = performance.now() - t0;
       const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;

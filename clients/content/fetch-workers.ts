@@ -18,10 +18,10 @@ import { PieceAuthError } from "./crypto.js";
 import type { PieceFetchRequest } from "./piece-fetch.js";
 
 /** Main thread → worker. */
-export type WorkerRequest = { t: "fetch"; id: number; address: string; req: PieceFetchRequest } | { t: "cancel"; id: number };
+export type WorkerRequest = { t: "fetch"; id: number; address: string; req: PieceFetchRequest; direct: boolean } | { t: "cancel"; id: number };
 
 /** Worker → main thread. */
-export type WorkerReply = { t: "ok"; id: number; bufs: ArrayBuffer[] } | { t: "err"; id: number; error: WorkerError };
+export type WorkerReply = { t: "ok"; id: number; bufs: ArrayBuffer[]; fallback: boolean } | { t: "err"; id: number; error: WorkerError; fallback: boolean };
 
 /** An error as it crosses from a worker: enough for parseRichError and `instanceof PieceAuthError`. */
 export interface WorkerError {
@@ -91,6 +91,7 @@ function own(u: Uint8Array): Uint8Array {
 interface Pending {
   resolve(plain: Buffer[]): void;
   reject(err: Error): void;
+  onFallback?: (() => void) | undefined;
 }
 
 interface Slot {
@@ -120,6 +121,7 @@ export class PieceWorkers {
       const p = slot.pending.get(msg.id);
       if (!p) return; // cancelled meanwhile
       this.settle(slot, msg.id);
+      if (msg.fallback) p.onFallback?.();
       if (msg.t === "ok") p.resolve(msg.bufs.map((ab) => Buffer.from(ab)));
       else p.reject(decodeWorkerError(msg.error));
     });
@@ -146,7 +148,7 @@ export class PieceWorkers {
   }
 
   /** Runs one attempt in a worker: the piece's authenticated plaintext. */
-  fetch(address: string, req: PieceFetchRequest, signal: AbortSignal): Promise<Buffer[]> {
+  fetch(address: string, req: PieceFetchRequest, signal: AbortSignal, direct = true, onFallback?: () => void): Promise<Buffer[]> {
     if (this.closed) return Promise.reject(new Error("fetch workers closed"));
     let slot = this.slots[0] as Slot;
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
@@ -172,10 +174,11 @@ export class PieceWorkers {
           signal.removeEventListener("abort", onAbort);
           reject(err);
         },
+        onFallback,
       });
       if (slot.pending.size === 1) slot.worker.ref();
       const small: PieceFetchRequest = { ...req, key: own(req.key), nonce: own(req.nonce), grant: own(req.grant), accessTag: own(req.accessTag) };
-      slot.worker.postMessage({ t: "fetch", id, address, req: small } satisfies WorkerRequest);
+      slot.worker.postMessage({ t: "fetch", id, address, req: small, direct } satisfies WorkerRequest);
     });
   }
 

@@ -34,16 +34,17 @@ port.on("message", (msg: WorkerRequest) => {
   }
   const c = new AbortController();
   running.set(msg.id, c);
-  fetchPieceFrom(pool.get(msg.address), msg.req, c.signal).then(
+  let fallback = false;
+  fetchPieceFrom(pool.get(msg.address), msg.req, c.signal, msg.direct ? pool.direct : undefined, () => (fallback = true)).then(
     (plain) => {
       running.delete(msg.id);
       const bufs = detachable(plain);
-      const reply: WorkerReply = { t: "ok", id: msg.id, bufs };
+      const reply: WorkerReply = { t: "ok", id: msg.id, bufs, fallback };
       port.postMessage(reply, bufs);
     },
     (err: unknown) => {
       running.delete(msg.id);
-      const reply: WorkerReply = { t: "err", id: msg.id, error: encodeWorkerError(err) };
+      const reply: WorkerReply = { t: "err", id: msg.id, error: encodeWorkerError(err), fallback };
       port.postMessage(reply);
     },
   );
