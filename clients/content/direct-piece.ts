@@ -400,11 +400,17 @@ export class DirectPieceConnection {
   }
 }
 
+/** "host:port" or "[v6]:port": what the direct reader dials (anything else goes to grpc-js). */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:/,[\]]+):(\d{1,5})$/;
+
 /** Direct connections by node address (opened on first use, replaced when closed). */
 export class DirectPiecePool {
   private readonly conns = new Map<string, DirectPieceConnection>();
 
-  get(address: string): DirectPieceConnection {
+  /** The connection to `address`; undefined for a target that is not "host:port" (e.g. "dns:///…"). */
+  get(address: string): DirectPieceConnection | undefined {
+    const m = HOST_PORT.exec(address);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return undefined;
     let c = this.conns.get(address);
     if (!c || c.closed) {
       c = new DirectPieceConnection(address);

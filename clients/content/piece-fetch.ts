@@ -45,10 +45,11 @@ export async function fetchPieceFrom(
   onFallback?: () => void,
 ): Promise<Buffer[]> {
   if (r.storedSize < TAG_BYTES) throw new PieceAuthError(`piece ${r.index} is shorter than its tag`);
-  if (direct) {
+  const conn = direct?.get(client.address);
+  if (conn) {
     const dec = new PieceDecryptor(r);
     try {
-      await direct.get(client.address).fetch(r, r.storedSize, (buf, start, end) => dec.update(buf.subarray(start, end)), signal, r.deadline);
+      await conn.fetch(r, r.storedSize, (buf, start, end) => dec.update(buf.subarray(start, end)), signal, r.deadline);
       return dec.finish();
     } catch (err) {
       if (!(err instanceof DirectReadFailed)) throw err;

@@ -3,7 +3,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { status as Status } from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { DistributionNodeClient } from "../../clients/content/index.js";
-import { DirectPieceConnection, DirectReadFailed } from "../../clients/content/direct-piece.js";
+import { DirectPieceConnection, DirectPiecePool, DirectReadFailed } from "../../clients/content/direct-piece.js";
 import { onCleanup } from "../helpers/nodes.js";
 import { chunks, collect, startContentCluster, testBytes } from "./cluster.js";
 
@@ -70,6 +70,20 @@ describe("DirectPieceConnection", () => {
       const refused = new DirectPieceConnection(`127.0.0.1:${port}`);
       onCleanup(() => refused.close());
       await assert.rejects(refused.fetch(req, 100, () => undefined, new AbortController().signal, Date.now() + 10_000), DirectReadFailed);
+    });
+  });
+});
+
+describe("DirectPiecePool", () => {
+  describe("get", () => {
+    it("dials host:port targets only and leaves other grpc-js targets to grpc-js", () => {
+      const pool = new DirectPiecePool();
+      onCleanup(() => pool.close());
+      assert.ok(pool.get("127.0.0.1:1"));
+      assert.ok(pool.get("[::1]:1"));
+      assert.equal(pool.get("dns:///example.org:443"), undefined);
+      assert.equal(pool.get("ipv4:127.0.0.1:1,127.0.0.1:2"), undefined);
+      assert.equal(pool.get("127.0.0.1:0"), undefined);
     });
   });
 });
