@@ -208,10 +208,12 @@ export class DirectPieceConnection {
         return;
       }
       signal.addEventListener("abort", onAbort, { once: true });
-      timer = setTimeout(
-        () => cancel(Object.assign(new Error("deadline exceeded"), { code: Status.DEADLINE_EXCEEDED, details: `piece ${req.pieceId} from ${this.address}: deadline exceeded` })),
-        Math.max(0, deadline - Date.now()),
-      );
+      timer = setTimeout(() => {
+        cancel(Object.assign(new Error("deadline exceeded"), { code: Status.DEADLINE_EXCEEDED, details: `piece ${req.pieceId} from ${this.address}: deadline exceeded` }));
+        // This reader sends no keepalive pings: a stream this late may sit on a dead
+        // connection, so the next attempt dials afresh (streams still here go to grpc-js).
+        this.close();
+      }, Math.max(0, deadline - Date.now()));
       timer.unref();
       const def = DistributionNodeServiceService.getPiece;
       const headers = Buffer.concat([

@@ -55,7 +55,7 @@ describe("DirectPieceConnection", () => {
       assert.equal(n, p1.storedSize);
     });
 
-    it("fails its streams with DirectReadFailed when the connection closes or is refused", async () => {
+    it("fails its streams with DirectReadFailed when the connection closes or is refused, and gives up a silent one at the deadline", async () => {
       const req = { grant: Buffer.alloc(0), pieceId: "0".repeat(64), accessTag: Buffer.alloc(0) };
       // A peer that takes the connection and drops it once the request arrived.
       const server = createServer((sock) => sock.once("data", () => setTimeout(() => sock.destroy(), 20)));
@@ -65,6 +65,15 @@ describe("DirectPieceConnection", () => {
       onCleanup(() => dropped.close());
       await assert.rejects(dropped.fetch(req, 100, () => undefined, new AbortController().signal, Date.now() + 10_000), DirectReadFailed);
       assert.ok(dropped.closed);
+      // A peer that takes the request and never answers: the deadline cancels the stream
+      // and closes the connection (no keepalive pings here to tell a dead one).
+      const silent = createServer((sock) => sock.resume());
+      await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+      onCleanup(() => new Promise<void>((r) => silent.close(() => r())));
+      const slow = new DirectPieceConnection(`127.0.0.1:${(silent.address() as AddressInfo).port}`);
+      onCleanup(() => slow.close());
+      await assert.rejects(slow.fetch(req, 100, () => undefined, new AbortController().signal, Date.now() + 200), (err: { code?: number }) => err.code === Status.DEADLINE_EXCEEDED);
+      assert.ok(slow.closed);
       await new Promise((r) => server.close(r));
       // Nobody listens there any more.
       const refused = new DirectPieceConnection(`127.0.0.1:${port}`);
