@@ -4,19 +4,21 @@
  * hedges (asks a second replica) when a fetch is slow, verifies each piece's hash,
  * decrypts and authenticates it, and hands out the plaintext in order as a Readable —
  * the first pieces can be consumed (played) while later ones still arrive. At most
- * `window` pieces are held, so memory does not grow with the content's size.
+ * `window` pieces are held, so memory does not grow with the content's size. The
+ * per-byte work of each attempt (HTTP/2, grpc-js, AES-GCM) runs in this thread or, for
+ * large contents, in fetch workers (fetch-workers.ts) so a download can use two cores;
+ * every decision stays here.
  */
-import { createDecipheriv } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { Readable } from "node:stream";
 import { status as Status } from "@grpc/grpc-js";
 import type { Manifest, ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
 import { parseRichError, describeError, type ChannelSettings } from "../grpc/index.js";
-import { PieceAuthError, TAG_BYTES } from "./crypto.js";
+import { PieceAuthError } from "./crypto.js";
+import { PieceWorkers } from "./fetch-workers.js";
 import { NodeClientPool } from "./node-client.js";
+import { fetchPieceFrom, type PieceFetchRequest } from "./piece-fetch.js";
 
-/** Bytes decrypted per call (and per plaintext buffer handed out). */
-const DECRYPT_SLICE = 64 * 1024;
 
 /** Options of a download. */
 export interface DownloadOptions {
@@ -40,6 +42,23 @@ export interface DownloadOptions {
   channel?: ChannelSettings;
   /** A pool to reuse (not closed by the download); default: a private one. */
   pool?: NodeClientPool;
+  /**
+   * Worker threads that fetch, decrypt and authenticate pieces (each with its own
+   * connections to the nodes), so the download uses more than one core; 0 = all in this
+   * thread. Default: `workers`' thread count when given, else 0. Opt-in: workers halve the
+   * busiest client thread but cost 0.4-0.5 ms CPU per MiB more in total, which is a gain
+   * only when the client has cores to spare (nodes on other machines); on the 2-core
+   * benchmark machine, nodes included, they were not faster (docs/content.md).
+   */
+  threads?: number;
+  /** Fetch workers to reuse when threads > 0 (not closed by the download); default: private ones. */
+  workers?: PieceWorkers;
+  /**
+   * How pieces are read: "direct" (default; plaintext channels) reads GetPiece streams
+   * with the downloader's own HTTP/2 reader and falls back to grpc-js for anything but a
+   * complete piece (direct-piece.ts); "grpc" always uses grpc-js.
+   */
+  reader?: "direct" | "grpc";
   /** Cancels the download. */
   signal?: AbortSignal;
   /** Told about each piece delivered and each failover or hedge. */
@@ -81,6 +100,8 @@ export interface DownloadStats {
   hedges: number;
   /** Times the grant was renewed (a fresh manifest fetched) during the download. */
   renewals: number;
+  /** Attempts the direct reader handed to grpc-js (the node refused, reset or went away). */
+  fallbacks: number;
   byNode: Record<string, number>;
 }
 
@@ -91,6 +112,12 @@ const MAX_RENEWALS = 16;
 function isGrantExpired(err: unknown): boolean {
   const e = parseRichError(err);
   return e.code === Status.UNAUTHENTICATED && e.errorInfo?.reason === "GRANT_EXPIRED";
+}
+
+/** The worker threads a download uses with these options (see DownloadOptions.threads). */
+export function downloadThreads(opts: Pick<DownloadOptions, "threads" | "workers"> = {}): number {
+  if (opts.threads !== undefined) return Math.max(0, Math.floor(opts.threads));
+  return opts.workers?.threads ?? 0;
 }
 
 /** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */
@@ -104,12 +131,23 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   const maxRounds = opts.maxRounds ?? 3;
   const pool = opts.pool ?? new NodeClientPool(opts.channel ?? {});
   const ownPool = !opts.pool;
+  const direct = (opts.reader ?? "direct") === "direct";
+  const threads = downloadThreads(opts);
+  const workers = threads > 0 ? (opts.workers ?? new PieceWorkers(threads, opts.channel ?? {})) : undefined;
+  const ownWorkers = workers !== undefined && !opts.workers;
+  const release = (): void => {
+    if (ownPool) pool.close();
+    if (ownWorkers) workers.close();
+  };
   const pieces = manifest.pieces;
   let grant: Uint8Array = manifest.grant?.token ?? Buffer.alloc(0);
   /** Access tags of the current grant, by piece index (from a renewed manifest). */
   let accessTags: Map<number, Uint8Array> | undefined;
   let renewing: Promise<void> | undefined;
-  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, renewals: 0, byNode: {} };
+  const stats: DownloadStats = { bytes: 0, pieces: 0, failovers: 0, hedges: 0, renewals: 0, fallbacks: 0, byNode: {} };
+  const onFallback = (): void => {
+    stats.fallbacks++;
+  };
   const nodes = new Map<string, NodeStat>();
   const addressOf = new Map<string, string>();
   for (const p of pieces) {
@@ -144,7 +182,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     destroy(err, cb) {
       stop.abort(err ?? new Error("download closed"));
       opts.signal?.removeEventListener("abort", onOuterAbort);
-      if (ownPool) pool.close();
+      release();
       cb(err);
     },
   }) as Readable & { stats: DownloadStats };
@@ -152,7 +190,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
 
   const finish = (): void => {
     opts.signal?.removeEventListener("abort", onOuterAbort);
-    if (ownPool) pool.close();
+    release();
     out.push(null);
   };
 
@@ -216,46 +254,30 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   };
 
   /**
-   * One attempt on one node: decrypts each chunk as it arrives and authenticates the
-   * whole piece with its GCM tag at the end; nothing is handed out before the tag
-   * verified. The key never reaches the nodes, so the tag also proves the bytes are the
-   * piece the manifest names (a node cannot produce another ciphertext that passes).
+   * One attempt on one node (piece-fetch.ts), in a fetch worker or in this thread: the
+   * piece's plaintext, authenticated by its GCM tag; the node's speed estimate is updated.
    */
   const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer[]> => {
     const s = nodes.get(nodeId) as NodeStat;
     s.inflight++;
     const t0 = performance.now();
     try {
-      if (p.storedSize < TAG_BYTES) throw new PieceAuthError(`piece ${p.index} is shorter than its tag`);
-      const bodyBytes = p.storedSize - TAG_BYTES;
-      const d = createDecipheriv("aes-256-gcm", p.key, p.nonce);
-      const plain: Buffer[] = [];
-      const tag = Buffer.alloc(TAG_BYTES);
-      let got = 0;
-      for await (const chunk of pool.get(addressOf.get(nodeId) as string).stream(
-        { grant, pieceId: p.pieceId, accessTag: accessTags?.get(p.index) ?? p.accessTag, maxBytes: p.storedSize },
-        { signal, deadline: Date.now() + attemptTimeout },
-      )) {
-        const body = Math.max(0, Math.min(chunk.length, bodyBytes - got));
-        // Decrypted in slices: small output buffers come from the allocator's free lists,
-        // MiB-sized ones are fresh memory (page faults) and cost about half as much again.
-        for (let off = 0; off < body; off += DECRYPT_SLICE) {
-          const out = d.update(chunk.subarray(off, Math.min(body, off + DECRYPT_SLICE)));
-          if (out.length) plain.push(out);
-        }
-        if (body < chunk.length) chunk.copy(tag, got + body - bodyBytes, body);
-        got += chunk.length;
-      }
-      if (got !== p.storedSize) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${got} stored bytes, expected ${p.storedSize}`);
-      d.setAuthTag(tag);
-      try {
-        const fin = d.final();
-        if (fin.length) plain.push(fin);
-      } catch (err) {
-        throw new PieceAuthError(`piece ${p.index} from ${nodeId} failed authentication (tampered or corrupt)`, { cause: err });
-      }
-      const size = plain.reduce((n, b) => n + b.length, 0);
-      if (size !== p.size) throw new PieceAuthError(`piece ${p.index} from ${nodeId} has ${size} bytes, expected ${p.size}`);
+      const req: PieceFetchRequest = {
+        index: p.index,
+        pieceId: p.pieceId,
+        size: p.size,
+        storedSize: p.storedSize,
+        key: p.key,
+        nonce: p.nonce,
+        grant,
+        accessTag: accessTags?.get(p.index) ?? p.accessTag,
+        nodeId,
+        deadline: Date.now() + attemptTimeout,
+      };
+      const address = addressOf.get(nodeId) as string;
+      const plain = workers
+        ? await workers.fetch(address, req, signal, direct, onFallback)
+        : await fetchPieceFrom(pool.get(address), req, signal, direct ? pool.direct : undefined, onFallback);
       const ms = performance.now() - t0;
       const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;

@@ -9,12 +9,14 @@ import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import type { ChannelSettings } from "../grpc/channel.js";
 import { ContentManagerClient, type Content, type Manifest, type UploadHeader } from "./manager-client.js";
-import { downloadManifest, type DownloadOptions, type DownloadStats } from "./downloader.js";
+import { downloadManifest, downloadThreads, type DownloadOptions, type DownloadStats } from "./downloader.js";
+import { PieceWorkers } from "./fetch-workers.js";
 import { NodeClientPool } from "./node-client.js";
 
 export * from "./manager-client.js";
 export * from "./downloader.js";
 export * from "./node-client.js";
+export { PieceWorkers } from "./fetch-workers.js";
 export { Chunker, cdcLimits, type ChunkerOptions } from "./chunker.js";
 export { decryptPiece, encryptPiece, derivePieceKey, sha256Hex, PIECE_ID, PieceAuthError, TAG_BYTES } from "./crypto.js";
 
@@ -31,6 +33,8 @@ export class ContentClient {
   /** The manager client (membership, history, listing). */
   readonly manager: ContentManagerClient;
   private readonly pool: NodeClientPool;
+  /** Fetch workers by thread count, started by the first large download and reused. */
+  private readonly workers = new Map<number, PieceWorkers>();
 
   constructor(
     managerAddress: string,
@@ -71,7 +75,20 @@ export class ContentClient {
     const started = Date.now();
     // A grant that expires mid-download is renewed with a fresh manifest (same caller).
     const renewManifest = (): Promise<Manifest> => this.manager.getManifest(contentId, grantTtlMs);
-    const stream = downloadManifest(manifest, { pool: this.pool, renewManifest, ...rest }) as Readable & { stats: DownloadStats; manifest: Manifest };
+    // With `threads`, pieces are fetched in worker threads, kept for the client's next downloads.
+    const threads = downloadThreads(rest);
+    let workers = rest.workers;
+    if (threads > 0 && !workers) {
+      workers = this.workers.get(threads);
+      if (!workers) {
+        workers = new PieceWorkers(threads, this.opts.channel ?? {});
+        this.workers.set(threads, workers);
+      }
+    }
+    const stream = downloadManifest(manifest, { pool: this.pool, renewManifest, ...rest, threads, ...(workers ? { workers } : {}) }) as Readable & {
+      stats: DownloadStats;
+      manifest: Manifest;
+    };
     stream.manifest = manifest;
     stream.once("end", () => {
       void this.manager.reportDownload(contentId, stream.stats.bytes, Date.now() - started, randomUUID()).catch(() => undefined);
@@ -90,5 +107,7 @@ export class ContentClient {
   close(): void {
     this.manager.close();
     this.pool.close();
+    for (const w of this.workers.values()) w.close();
+    this.workers.clear();
   }
 }

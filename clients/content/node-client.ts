@@ -11,6 +11,7 @@ import {
 } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 import { dial, type ChannelSettings } from "../grpc/channel.js";
 import { unary, type CallSettings } from "../grpc/call.js";
+import { DirectPiecePool } from "./direct-piece.js";
 import { deserializePieceResponse } from "./piece-wire.js";
 
 export type { GetNodeStatusResponse };
@@ -129,6 +130,8 @@ export class DistributionNodeClient {
 /** Node clients by address, opened on first use and closed together. */
 export class NodeClientPool {
   private readonly clients = new Map<string, DistributionNodeClient>();
+  /** Direct GetPiece readers (direct-piece.ts), for plaintext channels only. */
+  readonly direct: DirectPiecePool | undefined;
 
   private readonly settings: ChannelSettings;
 
@@ -136,6 +139,7 @@ export class NodeClientPool {
     // grpc-js keeps HTTP/2 at a 64 KiB receive window unless told otherwise, which caps a
     // piece stream at one window per round trip; pieces are MiB-sized.
     this.settings = { ...settings, extra: { "grpc-node.flow_control_window": 16 * 1024 * 1024, ...settings.extra } };
+    this.direct = settings.tls ? undefined : new DirectPiecePool();
   }
 
   /** The client of `address`. */
@@ -152,5 +156,6 @@ export class NodeClientPool {
   close(): void {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
+    this.direct?.close();
   }
 }

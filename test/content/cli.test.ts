@@ -28,6 +28,9 @@ describe("switchyard content (CLI)", () => {
     const out = join(dir, "out.bin");
     await cli("download", id, "--out", out);
     assert.ok(readFileSync(out).equals(data));
+    // Again through a fetch worker thread of the CLI process.
+    await cli("download", id, "--out", out, "--threads", "1");
+    assert.ok(readFileSync(out).equals(data));
     const nodes = (await cli("nodes")).stdout;
     assert.match(nodes, /dn-1.*active/);
     assert.match(nodes, /dn-2.*active/);

@@ -8,61 +8,65 @@ import { ADMIN_TOKEN, managerConfig, nodeConfig, chunks, testBytes } from "./clu
 
 describe("content downloader", () => {
   describe("faults", () => {
-    it("finishes a download byte-exactly when a node is killed (SIGKILL) in the middle", async function () {
-      this.timeout(60_000);
-      const spawned: SpawnedNode[] = [];
-      for (let i = 1; i <= 3; i++) {
-        // Paced nodes so the download lasts long enough to kill one mid-way.
-        spawned.push(await spawnNode({ node: { id: `kdn-${i}`, role: "distribution-node" }, distributionNode: nodeConfig({ bandwidthLimit: "4MiB" }), log: { level: "warn" } }));
-      }
-      const manager = await startTestNode(contentManagerRole, { id: "kcm", roleConfig: managerConfig(spawned.map((s) => s.address)) });
-      const client = new ContentClient(manager.address, { token: ADMIN_TOKEN });
-      onCleanup(() => client.close());
-      const data = testBytes(12 * 1024 * 1024);
-      const content = await client.upload("kill", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 256 * 1024 });
-      const victim = spawned[0];
-      assert.ok(victim);
-      let killed = false;
-      const failovers: string[] = [];
-      const stream = await client.download(content.contentId, {
-        concurrency: 6,
-        onEvent: (e) => {
-          if (e.type === "piece" && e.index >= 4 && !killed) {
-            killed = true;
-            victim.child.kill("SIGKILL");
-          }
-          if (e.type === "failover") failovers.push(e.node);
-        },
+    for (const threads of [0, 2]) {
+      const where = threads ? ` (fetching in ${threads} worker threads)` : "";
+      it(`finishes a download byte-exactly when a node is killed (SIGKILL) in the middle${where}`, async function () {
+        this.timeout(60_000);
+        const spawned: SpawnedNode[] = [];
+        for (let i = 1; i <= 3; i++) {
+          // Paced nodes so the download lasts long enough to kill one mid-way.
+          spawned.push(await spawnNode({ node: { id: `kdn-${i}`, role: "distribution-node" }, distributionNode: nodeConfig({ bandwidthLimit: "4MiB" }), log: { level: "warn" } }));
+        }
+        const manager = await startTestNode(contentManagerRole, { id: "kcm", roleConfig: managerConfig(spawned.map((s) => s.address)) });
+        const client = new ContentClient(manager.address, { token: ADMIN_TOKEN });
+        onCleanup(() => client.close());
+        const data = testBytes(12 * 1024 * 1024);
+        const content = await client.upload("kill", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 256 * 1024 });
+        const victim = spawned[0];
+        assert.ok(victim);
+        let killed = false;
+        const failovers: string[] = [];
+        const stream = await client.download(content.contentId, {
+          concurrency: 6,
+          threads,
+          onEvent: (e) => {
+            if (e.type === "piece" && e.index >= 4 && !killed) {
+              killed = true;
+              victim.child.kill("SIGKILL");
+            }
+            if (e.type === "failover") failovers.push(e.node);
+          },
+        });
+        const h = createHash("sha256");
+        let n = 0;
+        for await (const chunk of stream) {
+          h.update(chunk as Buffer);
+          n += (chunk as Buffer).length;
+        }
+        assert.ok(killed, "the node was killed during the download");
+        assert.equal(n, data.length);
+        assert.equal(h.digest("hex"), createHash("sha256").update(data).digest("hex"));
+        assert.ok(failovers.includes("kdn-1") || stream.stats.hedges > 0, `expected a failover off kdn-1 (failovers: ${failovers.join(",")})`);
+        await victim.exited;
       });
-      const h = createHash("sha256");
-      let n = 0;
-      for await (const chunk of stream) {
-        h.update(chunk as Buffer);
-        n += (chunk as Buffer).length;
-      }
-      assert.ok(killed, "the node was killed during the download");
-      assert.equal(n, data.length);
-      assert.equal(h.digest("hex"), createHash("sha256").update(data).digest("hex"));
-      assert.ok(failovers.includes("kdn-1") || stream.stats.hedges > 0, `expected a failover off kdn-1 (failovers: ${failovers.join(",")})`);
-      await victim.exited;
-    });
 
-    it("hedges around a node that stalls and still delivers in order", async function () {
-      this.timeout(60_000);
-      const { startContentCluster } = await import("./cluster.js");
-      // dn-1 is paced to 64 KiB/s: any piece asked of it first is hedged elsewhere.
-      const c = await startContentCluster(3, { node: (i) => (i === 0 ? { bandwidthLimit: "64KiB" } : {}) });
-      const data = testBytes(4 * 1024 * 1024);
-      const content = await c.client.upload("slow", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 256 * 1024 });
-      const t0 = Date.now();
-      const stream = await c.client.download(content.contentId, { concurrency: 4, hedgeMinMs: 100, hedgeInitialMs: 300, probe: true });
-      const parts: Buffer[] = [];
-      for await (const b of stream) parts.push(b as Buffer);
-      assert.ok(Buffer.concat(parts).equals(data));
-      // Without hedging, pieces of dn-1 alone (about 2/3 of 16 pieces x 256 KiB at 64 KiB/s) would take > 30 s.
-      assert.ok(Date.now() - t0 < 20_000, `took ${Date.now() - t0} ms`);
-      assert.ok(stream.stats.hedges > 0 || (stream.stats.byNode["dn-1"] ?? 0) === 0, JSON.stringify(stream.stats));
-    });
+      it(`hedges around a node that stalls and still delivers in order${where}`, async function () {
+        this.timeout(60_000);
+        const { startContentCluster } = await import("./cluster.js");
+        // dn-1 is paced to 64 KiB/s: any piece asked of it first is hedged elsewhere.
+        const c = await startContentCluster(3, { node: (i) => (i === 0 ? { bandwidthLimit: "64KiB" } : {}) });
+        const data = testBytes(4 * 1024 * 1024);
+        const content = await c.client.upload("slow", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 256 * 1024 });
+        const t0 = Date.now();
+        const stream = await c.client.download(content.contentId, { concurrency: 4, hedgeMinMs: 100, hedgeInitialMs: 300, probe: true, threads });
+        const parts: Buffer[] = [];
+        for await (const b of stream) parts.push(b as Buffer);
+        assert.ok(Buffer.concat(parts).equals(data));
+        // Without hedging, pieces of dn-1 alone (about 2/3 of 16 pieces x 256 KiB at 64 KiB/s) would take > 30 s.
+        assert.ok(Date.now() - t0 < 20_000, `took ${Date.now() - t0} ms`);
+        assert.ok(stream.stats.hedges > 0 || (stream.stats.byNode["dn-1"] ?? 0) === 0, JSON.stringify(stream.stats));
+      });
+    }
   });
 
   describe("drain", () => {
@@ -120,7 +124,9 @@ describe("content downloader", () => {
       assert.equal(Number(content.size), SIZE);
       const got = createHash("sha256");
       let n = 0;
-      for await (const b of await c.client.download(content.contentId, { concurrency: 4 })) {
+      // In this thread (threads: 0): fetch workers keep their buffers in their own isolates,
+      // which this process-wide count of the main thread's heap would not see.
+      for await (const b of await c.client.download(content.contentId, { concurrency: 4, threads: 0 })) {
         got.update(b as Buffer);
         n += (b as Buffer).length;
       }

@@ -1,6 +1,8 @@
 /**
- * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S]`: the content system's
- * throughput, each row with its anchor measured in the same run.
+ * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S] [--unlimited-only] [--threads=N]`:
+ * the content system's throughput, each row with its anchor measured in the same run.
+ * `--unlimited-only` skips the limited rows (shorter runs while iterating); `--threads=N`
+ * sets the downloader's fetch workers for the unlimited download (default: its own default).
  *
  * - limited_download_vs_limits: 4 distribution nodes, each paced to LIMIT, download vs
  *   the sum of the limits (the most the nodes can deliver).
@@ -14,6 +16,10 @@
  *   and /proc/<pid>/stat) per MiB of that download, lowest of 3, vs the CPU time of the
  *   crypto a downloader cannot avoid (AES-256-GCM decrypt): a figure that depends little
  *   on how loaded the machine is.
+ * - unlimited_download_workers_vs_in_thread: the same download with 2 fetch workers
+ *   (worker threads) vs all in this thread (threads: 0), alternating rounds, best of 3
+ *   each; unlimited_download_busiest_thread_cpu_per_mib: CPU per MiB of the busiest
+ *   client thread in the two modes (what caps the client when it has cores to spare).
  * - upload_vs_disk: upload (split, encrypt, replicate x2 to the nodes) vs writing the same
  *   bytes to a local file with fsync.
  *
@@ -21,7 +27,7 @@
  */
 import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -86,8 +92,24 @@ function childCpuMs(pid: number | undefined): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // clock ticks (USER_HZ = 100)
 }
 
+/** CPU ms (user + system) of each thread of this process so far, by thread id. */
+function threadCpuMs(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync("/proc/self/task")) {
+    try {
+      const f = (readFileSync(`/proc/self/task/${t}/stat`, "utf8").split(") ")[1] ?? "").split(" ");
+      out.set(t, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 /**
- * Downloads; returns MiB/s and CPU ms per MiB of this process and of `children`. With
+ * Downloads; returns MiB/s and CPU ms per MiB of this process and of `children`, and
+ * the CPU ms per MiB of this process's busiest thread (what bounds the client when it
+ * has cores to spare). With
  * `verify` the bytes are hashed and compared with `want`; without, they are only counted
  * (the timed unlimited rounds: the disk anchor, dd to /dev/null, does not hash either).
  */
@@ -98,21 +120,24 @@ export async function download(
   concurrency: number,
   children: ChildProcess[] = [],
   verify = true,
-): Promise<number & { cpuPerMiB?: number; bytes?: number }> {
+  threads?: number,
+): Promise<number & { cpuPerMiB?: number; busiestThreadPerMiB?: number; bytes?: number }> {
+  const k0 = threadCpuMs();
   const c0 = process.cpuUsage();
   const n0 = children.reduce((a, c) => a + childCpuMs(c.pid), 0);
   const t0 = performance.now();
   const h = createHash("sha256");
   let n = 0;
-  for await (const b of await client.download(id, { concurrency })) {
+  for await (const b of await client.download(id, { concurrency, ...(threads !== undefined ? { threads } : {}) })) {
     if (verify) h.update(b as Buffer);
     n += (b as Buffer).length;
   }
   const s = (performance.now() - t0) / 1000;
   const cu = process.cpuUsage(c0);
   const cpu = (cu.user + cu.system) / 1000 + children.reduce((a, c) => a + childCpuMs(c.pid), 0) - n0;
+  const busiest = Math.max(...[...threadCpuMs()].map(([t, ms]) => ms - (k0.get(t) ?? 0)));
   if (verify && h.digest("hex") !== want) throw new Error("downloaded bytes differ");
-  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), bytes: n });
+  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), busiestThreadPerMiB: busiest / (n / MiB), bytes: n });
 }
 
 /** CPU ms per MiB of the least a downloader must do: AES-256-GCM decrypt (and authenticate). */
@@ -165,8 +190,13 @@ async function spawnHttp(file: string, rate: number): Promise<{ child: ChildProc
 }
 
 export default async function content(args: string[]): Promise<BenchRow[]> {
-  const size = Number(args[0] ?? 256) * MiB;
-  const limit = Number(args[1] ?? 8) * MiB;
+  const flags = args.filter((a) => a.startsWith("--"));
+  const positional = args.filter((a) => !a.startsWith("--"));
+  const size = Number(positional[0] ?? 256) * MiB;
+  const limit = Number(positional[1] ?? 8) * MiB;
+  const unlimitedOnly = flags.includes("--unlimited-only");
+  const threadsFlag = flags.find((f) => f.startsWith("--threads="));
+  const threads = threadsFlag ? Number(threadsFlag.slice("--threads=".length)) : undefined;
   const limitedSize = Math.round((limit * 4 * 8) / MiB) * MiB; // about 8 s at the summed limits
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-content-"));
   const all: ChildProcess[] = [];
@@ -174,25 +204,27 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
   try {
     const file = join(dir, "payload.bin");
     const want = makeFile(file, size);
-    const limitedFile = join(dir, "limited.bin");
-    const wantLimited = makeFile(limitedFile, limitedSize);
 
     // --- limited nodes vs the sum of limits and vs aria2c
-    const lim = await cluster(join(dir, "limited"), limit);
-    all.push(...lim.children);
-    const lc = await lim.client.uploadFile(limitedFile, { chunking: ChunkingMode.FIXED, pieceSize: MiB });
-    await download(lim.client, lc.contentId, wantLimited, 16); // warm-up (connections, JIT)
-    const ours = await download(lim.client, lc.contentId, wantLimited, 16);
-    const http = [];
-    for (let i = 0; i < 4; i++) http.push(await spawnHttp(limitedFile, limit));
-    all.push(...http.map((h) => h.child));
-    const aria = await aria2(http.map((h) => h.url), dir, limitedSize);
-    const ours2 = await download(lim.client, lc.contentId, wantLimited, 16);
-    const best = Math.max(ours, ours2);
-    rows.push(row("limited_download_vs_limits", "MiB/s", best, (4 * limit) / MiB, `sum of 4 node limits (${limit / MiB} MiB/s each)`, true));
-    rows.push(row("limited_download_vs_aria2c", "MiB/s", best, aria, "aria2c -s16 -x4, 4 HTTP sources at the same limit", true));
-    lim.client.close();
-    lim.children.forEach((c) => c.kill("SIGTERM"));
+    if (!unlimitedOnly) {
+      const limitedFile = join(dir, "limited.bin");
+      const wantLimited = makeFile(limitedFile, limitedSize);
+      const lim = await cluster(join(dir, "limited"), limit);
+      all.push(...lim.children);
+      const lc = await lim.client.uploadFile(limitedFile, { chunking: ChunkingMode.FIXED, pieceSize: MiB });
+      await download(lim.client, lc.contentId, wantLimited, 16); // warm-up (connections, JIT)
+      const ours = await download(lim.client, lc.contentId, wantLimited, 16);
+      const http = [];
+      for (let i = 0; i < 4; i++) http.push(await spawnHttp(limitedFile, limit));
+      all.push(...http.map((h) => h.child));
+      const aria = await aria2(http.map((h) => h.url), dir, limitedSize);
+      const ours2 = await download(lim.client, lc.contentId, wantLimited, 16);
+      const best = Math.max(ours, ours2);
+      rows.push(row("limited_download_vs_limits", "MiB/s", best, (4 * limit) / MiB, `sum of 4 node limits (${limit / MiB} MiB/s each)`, true));
+      rows.push(row("limited_download_vs_aria2c", "MiB/s", best, aria, "aria2c -s16 -x4, 4 HTTP sources at the same limit", true));
+      lim.client.close();
+      lim.children.forEach((c) => c.kill("SIGTERM"));
+    }
 
     // --- unlimited: upload and download vs the local disk
     const un = await cluster(join(dir, "unlimited"), 0);
@@ -206,13 +238,21 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     // One verified download (byte-exact against the file's SHA-256; it also opens the
     // connections), then 3 timed ones that count the bytes like dd to /dev/null. Every
     // piece of every round is still authenticated by its GCM tag in the downloader.
-    await download(un.client, uc.contentId, want, 8);
-    const downs = [];
+    await download(un.client, uc.contentId, want, 8, [], true, threads);
+    // Alternating with the other mode: 2 fetch workers when the default (or --threads)
+    // is in this thread, in this thread otherwise. The first round also starts the workers.
+    const mainThreads = threads ?? 0;
+    const otherThreads = mainThreads > 0 ? 0 : 2;
+    type Round = Awaited<ReturnType<typeof download>>;
+    const downs: Round[] = [];
+    const others: Round[] = [];
     for (let i = 0; i < 3; i++) {
-      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false);
+      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, mainThreads);
       if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
       downs.push(d);
+      others.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, otherThreads));
     }
+    const [workers, inThread] = mainThreads > 0 ? [downs, others] : [others, downs];
     const down = Math.max(...downs);
     const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
     un.client.close();
@@ -237,6 +277,9 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     }
     rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
     rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", cpu, cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
+    const busiest = (ds: Round[]): number => Math.min(...ds.map((d) => d.busiestThreadPerMiB ?? Infinity));
+    rows.push(row("unlimited_download_workers_vs_in_thread", "MiB/s", Math.max(...workers), Math.max(...inThread), "the same download with threads: 0 (all in one thread), alternating, best of 3", true));
+    rows.push(row("unlimited_download_busiest_thread_cpu_per_mib", "ms CPU/MiB", busiest(workers), busiest(inThread), "busiest client thread with threads: 0 (lowest of 3)", false));
     rows.push(row("upload_vs_disk", "MiB/s", up, diskWrite, "write + fsync of the same bytes", true));
   } finally {
     for (const c of all) if (c.exitCode === null) c.kill("SIGTERM");

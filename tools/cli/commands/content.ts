@@ -127,7 +127,8 @@ export function registerContent(program: Command): void {
     .description("download a content (parallel, verified) to a file or stdout")
     .requiredOption("--out <file>", "output file, or - for stdout")
     .option("--concurrency <n>", "pieces fetched in parallel", (v) => parseInt(v, 10), 8)
-    .action((id: string, o: { out: string; concurrency: number }) =>
+    .option("--threads <n>", "worker threads fetching and decrypting (default 0: all in this thread; try 2 when the nodes are on other machines)", (v) => parseInt(v, 10))
+    .action((id: string, o: { out: string; concurrency: number; threads?: number }) =>
       run(async () => {
         const c = client(common());
         const b = bar("download");
@@ -136,6 +137,7 @@ export function registerContent(program: Command): void {
           const t0 = Date.now();
           const s = await c.download(id, {
             concurrency: o.concurrency,
+            ...(o.threads !== undefined ? { threads: o.threads } : {}),
             onEvent: (e) => {
               if (e.type === "piece") b.update(e.delivered, { done: human(e.delivered), size: human(total), speed: human(e.delivered / Math.max(0.001, (Date.now() - t0) / 1000)) });
               else if (e.type === "failover") process.stderr.write(`\nnode ${e.node} failed for piece ${e.index}: ${e.error}; trying another replica\n`);

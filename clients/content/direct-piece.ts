@@ -1,0 +1,363 @@
+/**
+ * The downloader's direct GetPiece reader: a minimal HTTP/2 client over a plain TCP
+ * socket that reads with `net.Socket`'s `onread` into one reused buffer and hands each
+ * piece's bytes to the caller as views of that buffer, so the caller decrypts them where
+ * they landed. Node's `http2` allocates a fresh ArrayBuffer for every socket read and
+ * grpc-js joins every message into another one; those fresh bytes are what makes V8 run a
+ * full collection every ~20 MiB downloaded (docs/content.md). This reader allocates
+ * nothing per byte.
+ *
+ * It only does the fast path. It never decodes a header block (it does not keep an HPACK
+ * table): success is a stream that delivered exactly the piece's stored bytes, which the
+ * caller then authenticates with the GCM tag — whatever the trailers say, those bytes are
+ * the piece. Anything else (a refused or reset stream, trailers without the bytes, a
+ * connection that closes or sends GOAWAY, a compressed message) rejects with
+ * `DirectReadFailed`, and the caller repeats the attempt through grpc-js, which reports the
+ * node's status with its details (GRANT_EXPIRED, NOT_FOUND, UNAVAILABLE, ...). Plaintext
+ * channels only; with TLS the downloader uses grpc-js.
+ */
+import { connect, type Socket } from "node:net";
+import { status as Status } from "@grpc/grpc-js";
+import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { grpcFramed } from "../grpc/framing.js";
+import { H2, H2_FLAG, h2Cancel, h2ClientStart, h2Frame, h2GrpcRequestHeaders, h2WindowUpdate } from "../grpc/h2-wire.js";
+
+/** The direct reader could not deliver the piece; repeat the attempt through grpc-js. */
+export class DirectReadFailed extends Error {
+  override name = "DirectReadFailed";
+}
+
+/** Bytes of the reused socket read buffer. */
+const READ_BUFFER = 1024 * 1024;
+/** Per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE) and when to top it up. */
+const STREAM_WINDOW = 16 * 1024 * 1024;
+const STREAM_TOP_UP = 4 * 1024 * 1024;
+/** Connection receive window added at start, topped up after this much was consumed. */
+const CONNECTION_WINDOW = 1024 * 1024 * 1024;
+const CONNECTION_TOP_UP = 256 * 1024 * 1024;
+
+const { DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY } = H2;
+const { END_STREAM, ACK, PADDED } = H2_FLAG;
+
+/** One piece stream's parser state: gRPC message prefix, then GetPieceResponse fields. */
+interface PieceStream {
+  id: number;
+  /** Called with views of the read buffer holding the piece's stored bytes, in order. */
+  onData: (buf: Buffer, start: number, end: number) => void;
+  maxBytes: number;
+  got: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  unconsumed: number;
+  // gRPC message framing
+  prefix: Buffer;
+  prefixGot: number;
+  msgLeft: number;
+  // protobuf field parser: "key" | "len" | "varint" | "data" | "skip"
+  state: "key" | "len" | "varint" | "data" | "skip";
+  varint: number;
+  shift: number;
+  field: number;
+  left: number;
+}
+
+/** One HTTP/2 connection to a node, carrying GetPiece streams. */
+export class DirectPieceConnection {
+  private readonly socket: Socket;
+  private readonly streams = new Map<number, PieceStream>();
+  private nextId = 1;
+  private consumed = 0;
+  /** No new streams (GOAWAY, error or close). */
+  closed = false;
+  // frame parser
+  private readonly head = Buffer.alloc(9);
+  private headGot = 0;
+  private type = -1;
+  private flags = 0;
+  private sid = 0;
+  private left = 0;
+  private padLeft = 0;
+  private needPadLength = false;
+  private control: Buffer | undefined;
+  private controlGot = 0;
+
+  constructor(private readonly address: string) {
+    const colon = address.lastIndexOf(":");
+    const host = address.slice(0, colon).replace(/^\[|\]$/g, "");
+    const port = Number(address.slice(colon + 1));
+    this.socket = connect({ host, port, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Uint8Array) => this.onRead(buf as Buffer, n) } });
+    this.socket.setNoDelay(true);
+    this.socket.unref();
+    this.socket.write(h2ClientStart(STREAM_WINDOW, CONNECTION_WINDOW));
+    this.socket.on("error", (err) => this.shut(`connection to ${address}: ${err.message}`));
+    this.socket.on("close", () => this.shut(`connection to ${address} closed`));
+  }
+
+  /**
+   * Asks for a piece; `onData` gets its stored bytes as views of the read buffer (use
+   * them before returning). Resolves when the stream ended cleanly after `maxBytes` bytes.
+   */
+  fetch(
+    req: { grant: Uint8Array; pieceId: string; accessTag: Uint8Array },
+    maxBytes: number,
+    onData: (buf: Buffer, start: number, end: number) => void,
+    signal: AbortSignal,
+    deadline: number,
+  ): Promise<void> {
+    if (this.closed) return Promise.reject(new DirectReadFailed(`connection to ${this.address} is closed`));
+    const id = this.nextId;
+    this.nextId += 2;
+    if (this.nextId > 0x7fffffff) this.closed = true; // stream ids exhausted: next fetch opens a new connection
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.streams.delete(id);
+        // The socket keeps the process alive only while a piece is being read.
+        if (this.streams.size === 0) this.socket.unref();
+      };
+      const cancel = (err: Error): void => {
+        if (!this.streams.has(id)) return;
+        done();
+        if (!this.socket.destroyed) this.socket.write(h2Cancel(id));
+        reject(err);
+      };
+      const onAbort = (): void => cancel(Object.assign(new Error("attempt cancelled"), { code: Status.CANCELLED, details: "attempt cancelled" }));
+      const st: PieceStream = {
+        id,
+        onData,
+        maxBytes,
+        got: 0,
+        resolve: () => {
+          done();
+          resolve();
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+        unconsumed: 0,
+        prefix: Buffer.alloc(5),
+        prefixGot: 0,
+        msgLeft: 0,
+        state: "key",
+        varint: 0,
+        shift: 1,
+        field: 0,
+        left: 0,
+      };
+      this.streams.set(id, st);
+      this.socket.ref();
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener("abort", onAbort, { once: true });
+      timer = setTimeout(() => {
+        cancel(Object.assign(new Error("deadline exceeded"), { code: Status.DEADLINE_EXCEEDED, details: `piece ${req.pieceId} from ${this.address}: deadline exceeded` }));
+        // This reader sends no keepalive pings: a stream this late may sit on a dead
+        // connection, so the next attempt dials afresh (streams still here go to grpc-js).
+        this.close();
+      }, Math.max(0, deadline - Date.now()));
+      timer.unref();
+      const def = DistributionNodeServiceService.getPiece;
+      const msg = def.requestSerialize({ grant: Buffer.from(req.grant), pieceId: req.pieceId, accessTag: Buffer.from(req.accessTag) });
+      this.socket.write(Buffer.concat([h2GrpcRequestHeaders(id, this.address, def.path), h2Frame(DATA, END_STREAM, id, grpcFramed(msg))]));
+    });
+  }
+
+  /** Closes the connection; running streams fail over to grpc-js. */
+  close(): void {
+    this.shut(`connection to ${this.address} closed by the client`);
+    this.socket.destroy();
+  }
+
+  private shut(why: string): void {
+    this.closed = true;
+    const err = new DirectReadFailed(why);
+    for (const st of [...this.streams.values()]) st.reject(err);
+  }
+
+  /** Parses what one read put in the buffer; true = keep reading. */
+  private onRead(buf: Buffer, n: number): boolean {
+    let i = 0;
+    try {
+      while (i < n) {
+        if (this.type < 0) {
+          const k = Math.min(9 - this.headGot, n - i);
+          buf.copy(this.head, this.headGot, i, i + k);
+          this.headGot += k;
+          i += k;
+          if (this.headGot < 9) return true;
+          this.headGot = 0;
+          this.left = this.head.readUIntBE(0, 3);
+          this.type = this.head[3] as number;
+          this.flags = this.head[4] as number;
+          this.sid = this.head.readUInt32BE(5) & 0x7fffffff;
+          this.needPadLength = this.type === DATA && (this.flags & PADDED) !== 0;
+          this.padLeft = 0;
+          this.control = this.type === PING || this.type === GOAWAY || this.type === RST_STREAM ? Buffer.alloc(this.left) : undefined;
+          this.controlGot = 0;
+          if (this.left === 0) this.endFrame();
+          continue;
+        }
+        const k = Math.min(this.left, n - i);
+        if (this.type === DATA) this.dataBytes(buf, i, i + k);
+        else if (this.control) {
+          buf.copy(this.control, this.controlGot, i, i + k);
+          this.controlGot += k;
+        }
+        this.left -= k;
+        i += k;
+        if (this.left === 0) this.endFrame();
+      }
+    } catch (err) {
+      // A frame this reader does not understand: give every stream to grpc-js.
+      this.shut(`connection to ${this.address}: ${(err as Error).message}`);
+      this.socket.destroy();
+    }
+    return true;
+  }
+
+  /** DATA payload bytes [from, to) of the current frame (padding handled here). */
+  private dataBytes(buf: Buffer, from: number, to: number): void {
+    let i = from;
+    if (this.needPadLength && i < to) {
+      this.padLeft = buf[i++] as number;
+      this.needPadLength = false;
+    }
+    const payloadEnd = Math.min(to, from + Math.max(0, this.left - this.padLeft));
+    const st = this.streams.get(this.sid);
+    if (st && i < payloadEnd) this.streamBytes(st, buf, i, payloadEnd);
+  }
+
+  private endFrame(): void {
+    const type = this.type;
+    const flags = this.flags;
+    const sid = this.sid;
+    const len = this.head.readUIntBE(0, 3);
+    this.type = -1;
+    if (type === DATA) {
+      this.consumed += len;
+      if (this.consumed >= CONNECTION_TOP_UP) {
+        this.socket.write(h2WindowUpdate(0, this.consumed));
+        this.consumed = 0;
+      }
+      const st = this.streams.get(sid);
+      if (st) {
+        st.unconsumed += len;
+        if (st.unconsumed >= STREAM_TOP_UP && (flags & END_STREAM) === 0) {
+          this.socket.write(h2WindowUpdate(sid, st.unconsumed));
+          st.unconsumed = 0;
+        }
+      }
+    } else if (type === SETTINGS && (flags & ACK) === 0) {
+      this.socket.write(h2Frame(SETTINGS, ACK, 0));
+    } else if (type === PING && (flags & ACK) === 0 && this.control) {
+      this.socket.write(h2Frame(PING, ACK, 0, this.control));
+    } else if (type === GOAWAY) {
+      // No new streams here; streams above the last id were not processed.
+      this.closed = true;
+      const last = this.control && this.control.length >= 4 ? this.control.readUInt32BE(0) & 0x7fffffff : 0;
+      for (const st of [...this.streams.values()]) if (st.id > last) st.reject(new DirectReadFailed(`${this.address} sent GOAWAY`));
+      if (this.streams.size === 0) this.socket.end();
+    } else if (type === RST_STREAM) {
+      this.streams.get(sid)?.reject(new DirectReadFailed(`${this.address} reset the stream`));
+    }
+    if ((type === DATA || type === HEADERS) && (flags & END_STREAM) !== 0) {
+      const st = this.streams.get(sid);
+      if (st) {
+        if (st.got === st.maxBytes && st.msgLeft === 0 && st.prefixGot === 0) st.resolve();
+        else st.reject(new DirectReadFailed(`${this.address} ended piece stream ${sid} after ${st.got} of ${st.maxBytes} bytes`));
+      }
+      if (this.closed && this.streams.size === 0) this.socket.end();
+    }
+  }
+
+  /** gRPC messages of one stream: 5-byte prefix, then GetPieceResponse (1: data, 2: total_size). */
+  private streamBytes(st: PieceStream, buf: Buffer, from: number, to: number): void {
+    let i = from;
+    while (i < to) {
+      if (st.msgLeft === 0) {
+        const k = Math.min(5 - st.prefixGot, to - i);
+        buf.copy(st.prefix, st.prefixGot, i, i + k);
+        st.prefixGot += k;
+        i += k;
+        if (st.prefixGot < 5) return;
+        st.prefixGot = 0;
+        if (st.prefix[0] !== 0) throw new Error("compressed GetPiece message");
+        st.msgLeft = st.prefix.readUInt32BE(1);
+        st.state = "key";
+        st.varint = 0;
+        st.shift = 1;
+        continue;
+      }
+      const end = Math.min(to, i + st.msgLeft);
+      if (st.state === "data" || st.state === "skip") {
+        const k = Math.min(st.left, end - i);
+        if (st.state === "data") {
+          if (st.got + k > st.maxBytes) throw new Error(`more than ${st.maxBytes} bytes for one piece`);
+          st.onData(buf, i, i + k);
+          st.got += k;
+        }
+        st.left -= k;
+        st.msgLeft -= k;
+        i += k;
+        if (st.left === 0) st.state = "key";
+        continue;
+      }
+      // a varint byte: a field key, a length, or a varint field's value
+      const b = buf[i++] as number;
+      st.msgLeft--;
+      st.varint += (b & 0x7f) * st.shift;
+      st.shift *= 128;
+      if (st.shift > 2 ** 63) throw new Error("varint too long");
+      if (b >= 0x80) continue;
+      const v = st.varint;
+      st.varint = 0;
+      st.shift = 1;
+      if (st.state === "key") {
+        st.field = Math.floor(v / 8);
+        const wire = v & 7;
+        if (wire === 2) st.state = "len";
+        else if (wire === 0) st.state = "varint";
+        else if (wire === 1 || wire === 5) {
+          st.state = "skip";
+          st.left = wire === 1 ? 8 : 4;
+        } else throw new Error(`wire type ${wire} in GetPieceResponse`);
+      } else if (st.state === "len") {
+        if (v > st.msgLeft) throw new Error("field longer than its message");
+        st.left = v;
+        st.state = st.field === 1 ? "data" : "skip";
+        if (v === 0) st.state = "key";
+      } else st.state = "key"; // a varint field (total_size): not needed
+      if (st.msgLeft === 0 && st.state !== "key") throw new Error("truncated GetPieceResponse");
+    }
+  }
+}
+
+/** "host:port" or "[v6]:port": what the direct reader dials (anything else goes to grpc-js). */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:/,[\]]+):(\d{1,5})$/;
+
+/** Direct connections by node address (opened on first use, replaced when closed). */
+export class DirectPiecePool {
+  private readonly conns = new Map<string, DirectPieceConnection>();
+
+  /** The connection to `address`; undefined for a target that is not "host:port" (e.g. "dns:///…"). */
+  get(address: string): DirectPieceConnection | undefined {
+    const m = HOST_PORT.exec(address);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return undefined;
+    let c = this.conns.get(address);
+    if (!c || c.closed) {
+      c = new DirectPieceConnection(address);
+      this.conns.set(address, c);
+    }
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.conns.values()) c.close();
+    this.conns.clear();
+  }
+}
