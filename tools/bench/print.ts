@@ -9,7 +9,7 @@
  * - pages_per_s_150dpi: wall-clock pages/s of one worker (render processes = cores) vs
  *   pdftoppm run as two processes on halves of each file.
  * - two_worker_scaling: throughput of two workers (one render process each, each given half
- *   the jobs) over one; anchor: pdftoppm 2 processes over 1. Median of three rounds that
+ *   the jobs) over one; anchor: pdftoppm 2 processes over 1. Median of five rounds that
  *   alternate one and two, ours and pdftoppm's in the same round.
  * - first_page_ms: SubmitJob until page 1 is fetchable by the printer; anchor: pdftoppm
  *   producing page 1 alone.
@@ -43,6 +43,8 @@ import type { ReadyMessage } from "../../servers/main.js";
 import { median, row, type BenchRow } from "./harness.js";
 
 const TICK = 100; // clock ticks per second (Linux USER_HZ)
+/** Rounds of the two_worker_scaling alternation; the row is their median (five: one round hit by another process moves it less than with three). */
+const SCALING_ROUNDS = 5;
 
 interface Node {
   child: ChildProcess;
@@ -348,7 +350,7 @@ export default async function print(args: string[]): Promise<BenchRow[]> {
     // over a few rounds, in turned order, and take the median of each round's ratio.
     const oursRatios: number[] = [];
     const refRatios: number[] = [];
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < SCALING_ROUNDS; round++) {
       const pair = async (single: () => Promise<number>, double: () => Promise<number>): Promise<number> => {
         if (round % 2 === 0) {
           const a = await single();
