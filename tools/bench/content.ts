@@ -243,20 +243,6 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     // is in this thread, in this thread otherwise. The first round also starts the workers.
     const mainThreads = threads ?? 0;
     const otherThreads = mainThreads > 0 ? 0 : 2;
-    type Round = Awaited<ReturnType<typeof download>>;
-    const downs: Round[] = [];
-    const others: Round[] = [];
-    for (let i = 0; i < 3; i++) {
-      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, mainThreads);
-      if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
-      downs.push(d);
-      others.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, otherThreads));
-    }
-    const [workers, inThread] = mainThreads > 0 ? [downs, others] : [others, downs];
-    const down = Math.max(...downs);
-    const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
-    un.client.close();
-
     // Disk write: the same bytes, streamed to a file and fsynced.
     t0 = performance.now();
     const copy = join(dir, "copy.bin");
@@ -268,13 +254,29 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     fsyncSync(fd);
     closeSync(fd);
     const diskWrite = size / MiB / ((performance.now() - t0) / 1000);
-    // Disk read that the page cache does not answer; best of 3 like the download.
+    // The disk anchor: a read of that copy that the page cache does not answer (O_DIRECT),
+    // best of 3 like the download. The disk here is virtual and its speed drifts by the
+    // minute (0.9-2.4 GB/s seen), so each dd round runs right before a download round.
     let diskRead = 0;
+    type Round = Awaited<ReturnType<typeof download>>;
+    const downs: Round[] = [];
+    const others: Round[] = [];
     for (let i = 0; i < 3; i++) {
       t0 = performance.now();
       await run("dd", [`if=${copy}`, "of=/dev/null", "bs=4M", "iflag=direct"]);
-      diskRead = Math.max(diskRead, size / MiB / ((performance.now() - t0) / 1000));
+      const dd = size / MiB / ((performance.now() - t0) / 1000);
+      diskRead = Math.max(diskRead, dd);
+      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, mainThreads);
+      if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
+      process.stderr.write(`unlimited round ${i + 1}: dd ${dd.toFixed(0)} MiB/s, download ${Number(d).toFixed(0)} MiB/s (${(d.cpuPerMiB ?? NaN).toFixed(2)} ms CPU/MiB); load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`);
+      downs.push(d);
+      others.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, otherThreads));
     }
+    const [workers, inThread] = mainThreads > 0 ? [downs, others] : [others, downs];
+    const down = Math.max(...downs);
+    const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
+    un.client.close();
+
     rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
     rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", cpu, cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
     const busiest = (ds: Round[]): number => Math.min(...ds.map((d) => d.busiestThreadPerMiB ?? Infinity));
