@@ -25,6 +25,11 @@ interface StoredQueued {
 
 /** Queue keys are "<child>\0<16-digit sequence>": in order per child. */
 const seqKey = (id: string, seq: number): string => `${id}\u0000${String(seq).padStart(16, "0")}`;
+/** The child and the sequence number of a seqKey. */
+function parseSeqKey(k: string): { id: string; seq: number } {
+  const sep = k.indexOf("\u0000");
+  return { id: k.slice(0, sep), seq: Number(k.slice(sep + 1)) };
+}
 
 /** One open control channel. */
 export interface ChildSession {
@@ -71,18 +76,16 @@ export class Children {
   async open(): Promise<void> {
     for await (const [id, v] of this.col.entries()) this.known.set(id, { ...ChildState.fromJSON(v), online: false });
     for await (const [k] of this.queue.entries()) {
-      const sep = k.indexOf("\u0000");
-      const id = k.slice(0, sep);
+      const { id, seq } = parseSeqKey(k);
       this.queuedCount.set(id, (this.queuedCount.get(id) ?? 0) + 1);
-      this.queueSeq = Math.max(this.queueSeq, Number(k.slice(sep + 1)));
+      this.queueSeq = Math.max(this.queueSeq, seq);
     }
     for await (const [k, v] of this.outcomesCol.entries()) {
-      const sep = k.indexOf("\u0000");
-      const id = k.slice(0, sep);
+      const { id, seq } = parseSeqKey(k);
       const list = this.outcomes.get(id) ?? [];
       list.unshift({ key: k, outcome: QueuedCommandOutcome.fromJSON(v) }); // keys ascend: newest ends first
       this.outcomes.set(id, list);
-      this.outcomeSeq = Math.max(this.outcomeSeq, Number(k.slice(sep + 1)));
+      this.outcomeSeq = Math.max(this.outcomeSeq, seq);
     }
   }
 

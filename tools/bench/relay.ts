@@ -206,20 +206,36 @@ async function startSourceAndRelay(dir: string, intervalMs: number, execArgv?: s
   return { source, relay };
 }
 
+/**
+ * The measurement via the relay: `subscribers` at the relay plus one probe directly at
+ * the source, a window of `seconds` after the warm-up; the relay's CPU is the one metered.
+ */
+async function measureViaRelay(
+  source: BenchProcess,
+  relay: BenchProcess,
+  src: StreamSourceClient,
+  subscribers: number,
+  processes: number,
+  seconds: number,
+): Promise<{ w: Awaited<ReturnType<typeof window>>; via: Meter; probe: Meter }> {
+  const via = subscribeMany(relay.address, subscribers, processes);
+  const probe = subscribeMany(source.address, 1, 1);
+  await Promise.all([via.started, probe.started]);
+  await new Promise((r) => setTimeout(r, WARMUP_MS));
+  const w = await window(seconds * 1000, src, [via, probe], relay.child);
+  via.close();
+  probe.close();
+  const [v, pr] = w.meters as [Meter, Meter];
+  return { w, via: v, probe: pr };
+}
+
 /** One step of the saturation ladder: fresh source (ticker every `intervalMs`) and relay, subscribers at the relay only. */
 async function ladderStep(intervalMs: number, subscribers: number, processes: number, seconds: number): Promise<{ offered: number; delivered: number; lost: number; p99: number; probeP99: number; cpuUs: number; framesPerMessage: number }> {
   const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-relay-"));
   const { source, relay } = await startSourceAndRelay(dir, intervalMs);
   const src = new StreamSourceClient(source.address);
   try {
-    const via = subscribeMany(relay.address, subscribers, processes);
-    const probe = subscribeMany(source.address, 1, 1);
-    await Promise.all([via.started, probe.started]);
-    await new Promise((r) => setTimeout(r, WARMUP_MS));
-    const w = await window(seconds * 1000, src, [via, probe], relay.child);
-    via.close();
-    probe.close();
-    const [v, pr] = w.meters as [Meter, Meter];
+    const { w, via: v, probe: pr } = await measureViaRelay(source, relay, src, subscribers, processes, seconds);
     const added = addedLatencies(v, pr);
     return {
       offered: (w.framesPublished * subscribers) / w.seconds,
@@ -280,14 +296,7 @@ async function mainRun(subscribers: number, seconds: number, intervalMs: number,
   const src = new StreamSourceClient(source.address);
   try {
     // Ours: subscribers at the relay, one probe directly at the source.
-    const via = subscribeMany(relay.address, subscribers, processes);
-    const probe = subscribeMany(source.address, 1, 1);
-    await Promise.all([via.started, probe.started]);
-    await new Promise((r) => setTimeout(r, WARMUP_MS));
-    const ours = await window(seconds * 1000, src, [via, probe], relay.child);
-    const [viaMeter, probeMeter] = ours.meters as [Meter, Meter];
-    via.close();
-    probe.close();
+    const { w: ours, via: viaMeter, probe: probeMeter } = await measureViaRelay(source, relay, src, subscribers, processes, seconds);
     // Anchor: the same subscribers attached directly to the source.
     await new Promise((r) => setTimeout(r, 1500)); // the relay's upstream lingers out
     const direct = subscribeMany(source.address, subscribers, processes);

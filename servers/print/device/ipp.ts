@@ -312,7 +312,7 @@ const normalHex = (fp: string): string => fp.replace(/[^0-9a-fA-F]/g, "").toUppe
  * on the printer's panel can pin.
  */
 function printerConnection(url: URL, tls: IppTls, timeoutMs: number): NonNullable<HttpsRequestOptions["createConnection"]> {
-  return (opts, oncreate) => {
+  return (_opts, oncreate) => {
     const host = url.hostname.replace(/^\[|\]$/g, "");
     const servername = tls.serverName ?? (/^[\d.]+$|:/.test(host) ? undefined : host);
     const o: ConnectionOptions = {
@@ -324,7 +324,6 @@ function printerConnection(url: URL, tls: IppTls, timeoutMs: number): NonNullabl
       ...(tls.ca ? { ca: tls.ca } : {}),
       ...(tls.serverName ? { checkServerIdentity: (_h: string, cert: Parameters<typeof checkServerIdentity>[1]) => checkServerIdentity(tls.serverName as string, cert) } : {}),
     };
-    void opts;
     const socket = tlsConnect(o);
     const fail = (err: Error): void => {
       socket.destroy();
