@@ -10,14 +10,16 @@
  * every decision stays here.
  */
 import { setMaxListeners } from "node:events";
+import { open, type FileHandle } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { status as Status } from "@grpc/grpc-js";
 import type { Manifest, ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
 import { parseRichError, describeError, type ChannelSettings } from "../grpc/index.js";
 import { PieceAuthError } from "./crypto.js";
 import { PieceWorkers } from "./fetch-workers.js";
+import { writeAllAt } from "./file-sink.js";
 import { NodeClientPool } from "./node-client.js";
-import { fetchPieceFrom, type PieceFetchRequest } from "./piece-fetch.js";
+import { fetchStoredPiece, type PieceFetchRequest } from "./piece-fetch.js";
 
 
 /** Options of a download. */
@@ -73,6 +75,7 @@ export interface DownloadOptions {
 
 /** Something that happened during a download. */
 export type DownloadEvent =
+  | { type: "start"; bytes: number; pieces: number }
   | { type: "piece"; index: number; bytes: number; node: string; ms: number; delivered: number }
   | { type: "failover"; index: number; node: string; error: string }
   | { type: "hedge"; index: number; slowNode: string; node: string }
@@ -105,6 +108,16 @@ export interface DownloadStats {
   byNode: Record<string, number>;
 }
 
+/**
+ * A fetched piece: `open` returns its authenticated plaintext (PieceAuthError when it was
+ * altered); `release` drops it unopened. Pieces read in this thread are decrypted by
+ * `open`, when they are handed out (piece-fetch.ts); fetch workers open theirs at once.
+ */
+interface FetchedPiece {
+  open(): Buffer[];
+  release(): void;
+}
+
 /** At most this many grant renewals per download (a manager handing out grants that are already expired must not loop). */
 const MAX_RENEWALS = 16;
 
@@ -114,14 +127,41 @@ function isGrantExpired(err: unknown): boolean {
   return e.code === Status.UNAUTHENTICATED && e.errorInfo?.reason === "GRANT_EXPIRED";
 }
 
+/** Plaintext a fetch worker already authenticated, as a FetchedPiece. */
+function opened(plain: Buffer[]): FetchedPiece {
+  return { open: () => plain, release: () => undefined };
+}
+
 /** The worker threads a download uses with these options (see DownloadOptions.threads). */
 export function downloadThreads(opts: Pick<DownloadOptions, "threads" | "workers"> = {}): number {
   if (opts.threads !== undefined) return Math.max(0, Math.floor(opts.threads));
   return opts.workers?.threads ?? 0;
 }
 
+/** File writes of this thread in flight at most (file downloads without fetch workers). */
+const MAX_FILE_WRITES = 4;
+
+/**
+ * Fetches a manifest's pieces into a file, each written at its offset as soon as it is
+ * authenticated — by the fetch worker that fetched it when `threads` > 0, so the
+ * plaintext never reaches this thread (file-sink.ts). The file is created or truncated.
+ * Resolves once every piece is written and no worker writes to the file any more.
+ */
+export async function downloadManifestToFile(manifest: Manifest, path: string, opts: DownloadOptions = {}): Promise<DownloadStats> {
+  const fh = await open(path, "w");
+  try {
+    const s = downloadManifest(manifest, opts, { fh, path });
+    for await (const _ of s) {
+      // a file download hands out nothing; the loop ends when every piece is written
+    }
+    return s.stats;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Fetches a manifest's pieces and returns the plaintext as an ordered Readable. */
-export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}): Readable & { stats: DownloadStats } {
+export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}, file?: { fh: FileHandle; path: string }): Readable & { stats: DownloadStats } {
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const window = Math.max(concurrency, opts.window ?? concurrency * 2);
   const hedgeFactor = opts.hedgeFactor ?? 3;
@@ -140,6 +180,18 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     if (ownWorkers) workers.close();
   };
   const pieces = manifest.pieces;
+  /** File downloads: each piece's offset in the file, and the workers' sink. */
+  const offsets: number[] = [];
+  if (file) pieces.reduce((off, p) => ((offsets[p.index] = off), off + p.size), 0);
+  const sink = file && workers ? workers.newSink() : undefined;
+  /** This thread's file writes in flight. */
+  const writes = new Set<Promise<unknown>>();
+  let finishing = false;
+  /** Settles once neither this thread nor a worker writes to the file any more. */
+  const fileQuiet = async (): Promise<void> => {
+    await Promise.allSettled([...writes]);
+    if (sink !== undefined) await workers?.closeSink(sink);
+  };
   let grant: Uint8Array = manifest.grant?.token ?? Buffer.alloc(0);
   /** Access tags of the current grant, by piece index (from a renewed manifest). */
   let accessTags: Map<number, Uint8Array> | undefined;
@@ -157,7 +209,9 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     }
   }
   let globalMsPerByte: number | undefined;
-  const ready = new Map<number, Buffer[]>();
+  const ready = new Map<number, { piece: FetchedPiece; node: string }>();
+  /** Replicas whose copy of a piece failed authentication, by piece index. */
+  const unauthentic = new Map<number, { nodes: Set<string>; err: unknown }>();
   let launched = 0;
   let emitted = 0;
   let active = 0;
@@ -181,9 +235,14 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     },
     destroy(err, cb) {
       stop.abort(err ?? new Error("download closed"));
+      for (const f of ready.values()) f.piece.release();
+      ready.clear();
       opts.signal?.removeEventListener("abort", onOuterAbort);
-      release();
-      cb(err);
+      // A file download is over for its caller only once nothing writes to the file.
+      void (file ? fileQuiet() : Promise.resolve()).finally(() => {
+        release();
+        cb(err);
+      });
     },
   }) as Readable & { stats: DownloadStats };
   out.stats = stats;
@@ -196,37 +255,83 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
 
   const flush = (): void => {
     if (failed || out.destroyed) return;
-    while (wantMore && ready.has(emitted)) {
-      const bufs = ready.get(emitted) as Buffer[];
+    while ((file ? writes.size < MAX_FILE_WRITES : wantMore) && ready.has(emitted)) {
+      const { piece, node } = ready.get(emitted) as { piece: FetchedPiece; node: string };
       ready.delete(emitted);
+      const p = pieces[emitted] as ManifestPiece;
+      let plain: Buffer[];
+      try {
+        plain = piece.open();
+      } catch (err) {
+        // Altered on that node: fetch the piece again from another replica.
+        fail(node, p, err);
+        const u = unauthentic.get(p.index) ?? { nodes: new Set<string>(), err };
+        u.nodes.add(node);
+        u.err = err;
+        unauthentic.set(p.index, u);
+        launch(p);
+        return;
+      }
       emitted++;
-      for (const b of bufs) wantMore = out.push(b);
+      stats.pieces++;
+      stats.bytes += p.size;
+      stats.byNode[node] = (stats.byNode[node] ?? 0) + p.storedSize;
+      opts.onEvent?.({ type: "piece", index: p.index, bytes: p.size, node, ms: 0, delivered: stats.bytes });
+      if (file) writeAt(plain, offsets[p.index] as number);
+      else for (const b of plain) wantMore = out.push(b);
     }
     if (emitted === pieces.length) {
-      finish();
+      if (!file) finish();
+      else if (writes.size === 0 && !finishing) {
+        finishing = true;
+        fileQuiet().then(finish, (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      }
       return;
     }
     pump();
   };
 
+  /** Writes a piece's plaintext at its offset (pieces fetched by workers were written there). */
+  const writeAt = (plain: Buffer[], position: number): void => {
+    if (!file || plain.length === 0) return;
+    const w = writeAllAt(file.fh, plain, position).then(
+      () => {
+        writes.delete(w);
+        flush();
+      },
+      (err: unknown) => {
+        writes.delete(w);
+        if (failed || out.destroyed) return;
+        failed = true;
+        out.destroy(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+    writes.add(w);
+  };
+
   const pump = (): void => {
-    while (!failed && active < concurrency && launched < pieces.length && launched < emitted + window) {
-      const p = pieces[launched++] as ManifestPiece;
-      active++;
-      fetchPiece(p).then(
-        (plain) => {
-          active--;
-          ready.set(p.index, plain);
-          flush();
-        },
-        (err: unknown) => {
-          active--;
-          if (failed || out.destroyed) return;
-          failed = true;
-          out.destroy(err instanceof Error ? err : new Error(String(err)));
-        },
-      );
-    }
+    while (!failed && active < concurrency && launched < pieces.length && launched < emitted + window) launch(pieces[launched++] as ManifestPiece);
+  };
+
+  const launch = (p: ManifestPiece): void => {
+    active++;
+    fetchPiece(p).then(
+      (fetched) => {
+        active--;
+        if (failed || out.destroyed) {
+          fetched.piece.release();
+          return;
+        }
+        ready.set(p.index, fetched);
+        flush();
+      },
+      (err: unknown) => {
+        active--;
+        if (failed || out.destroyed) return;
+        failed = true;
+        out.destroy(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
   };
 
   const expectedMs = (nodeId: string, size: number): number | undefined => {
@@ -255,9 +360,10 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
 
   /**
    * One attempt on one node (piece-fetch.ts), in a fetch worker or in this thread: the
-   * piece's plaintext, authenticated by its GCM tag; the node's speed estimate is updated.
+   * piece, to be authenticated by its GCM tag when opened; the node's speed estimate is
+   * updated.
    */
-  const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<Buffer[]> => {
+  const attempt = async (p: ManifestPiece, nodeId: string, signal: AbortSignal): Promise<FetchedPiece> => {
     const s = nodes.get(nodeId) as NodeStat;
     s.inflight++;
     const t0 = performance.now();
@@ -275,25 +381,29 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         deadline: Date.now() + attemptTimeout,
       };
       const address = addressOf.get(nodeId) as string;
-      const plain = workers
-        ? await workers.fetch(address, req, signal, direct, onFallback)
-        : await fetchPieceFrom(pool.get(address), req, signal, direct ? pool.direct : undefined, onFallback);
+      const target = file && sink !== undefined ? { sink, path: file.path, position: offsets[p.index] as number } : undefined;
+      const piece: FetchedPiece = workers
+        ? opened(await workers.fetch(address, req, signal, direct, onFallback, target))
+        : await fetchStoredPiece(pool.get(address), req, signal, pool.buffers, direct ? pool.direct : undefined, onFallback);
       const ms = performance.now() - t0;
       const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;
       globalMsPerByte = globalMsPerByte === undefined ? mpb : globalMsPerByte * 0.8 + mpb * 0.2;
       s.failures = 0;
-      return plain;
+      return piece;
     } finally {
       s.inflight--;
     }
   };
 
-  const fetchPiece = async (p: ManifestPiece): Promise<Buffer[]> => {
+  const fetchPiece = async (p: ManifestPiece): Promise<{ piece: FetchedPiece; node: string }> => {
     if (p.replicas.length === 0) throw new PieceUnavailableError(`piece ${p.index} has no replica`);
-    let lastErr: unknown;
+    const altered = unauthentic.get(p.index);
+    let lastErr: unknown = altered?.err;
     for (let round = 0; round < maxRounds; round++) {
-      const tried = new Set<string>();
+      // A replica whose copy failed authentication is not asked again.
+      const tried = new Set<string>(altered?.nodes);
+      if (tried.size >= p.replicas.length) break;
       while (tried.size < p.replicas.length) {
         if (stop.signal.aborted) throw stop.signal.reason;
         const first = pick(p, tried);
@@ -301,12 +411,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         tried.add(first);
         const usedGrant = grant;
         try {
-          const { plain, node } = await race(p, first, tried);
-          stats.pieces++;
-          stats.bytes += p.size;
-          stats.byNode[node] = (stats.byNode[node] ?? 0) + p.storedSize;
-          opts.onEvent?.({ type: "piece", index: p.index, bytes: p.size, node, ms: 0, delivered: stats.bytes });
-          return plain;
+          return await race(p, first, tried);
         } catch (err) {
           if (stop.signal.aborted) throw stop.signal.reason;
           if (isGrantExpired(err) && opts.renewManifest && stats.renewals < MAX_RENEWALS) {
@@ -355,7 +460,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
   };
 
   /** Fetches from `first`, adding a hedge on another replica when it is slow. */
-  const race = (p: ManifestPiece, first: string, tried: Set<string>): Promise<{ plain: Buffer[]; node: string }> =>
+  const race = (p: ManifestPiece, first: string, tried: Set<string>): Promise<{ piece: FetchedPiece; node: string }> =>
     new Promise((resolve, reject) => {
       const controllers: AbortController[] = [];
       let settled = false;
@@ -375,11 +480,14 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
         controllers.push(c);
         running++;
         attempt(p, nodeId, c.signal).then(
-          (plain) => {
+          (piece) => {
             running--;
-            if (settled) return;
+            if (settled) {
+              piece.release();
+              return;
+            }
             done();
-            resolve({ plain, node: nodeId });
+            resolve({ piece, node: nodeId });
           },
           (err: unknown) => {
             running--;
@@ -412,6 +520,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {})
     });
 
   const begin = async (): Promise<void> => {
+    opts.onEvent?.({ type: "start", bytes: pieces.reduce((n, p) => n + p.size, 0), pieces: pieces.length });
     if (opts.probe ?? true) {
       await Promise.all(
         [...nodes.keys()].map(async (id) => {

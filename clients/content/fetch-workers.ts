@@ -15,12 +15,22 @@ import { Metadata, type MetadataValue } from "@grpc/grpc-js";
 import type { ChannelSettings } from "../grpc/channel.js";
 import { PieceAuthError } from "./crypto.js";
 import type { PieceFetchRequest } from "./piece-fetch.js";
+import type { FileTarget } from "./file-sink.js";
 
 /** Main thread → worker. */
-export type WorkerRequest = { t: "fetch"; id: number; address: string; req: PieceFetchRequest; direct: boolean } | { t: "cancel"; id: number };
+export type WorkerRequest =
+  | { t: "fetch"; id: number; address: string; req: PieceFetchRequest; direct: boolean; out?: PieceTarget }
+  | { t: "cancel"; id: number }
+  | { t: "close"; id: number; sink: number };
 
 /** Worker → main thread. */
-export type WorkerReply = { t: "ok"; id: number; bufs: ArrayBuffer[]; fallback: boolean } | { t: "err"; id: number; error: WorkerError; fallback: boolean };
+export type WorkerReply =
+  | { t: "ok"; id: number; bufs: ArrayBuffer[]; written: number; fallback: boolean }
+  | { t: "err"; id: number; error: WorkerError; fallback: boolean }
+  | { t: "closed"; id: number };
+
+/** A file download's piece: written by the worker at `position` of the sink's file. */
+export type PieceTarget = FileTarget & { position: number };
 
 /** An error as it crosses from a worker: enough for parseRichError and `instanceof PieceAuthError`. */
 export interface WorkerError {
@@ -85,6 +95,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   pending: Map<number, Pending>;
+  /** Sink closes waiting for the worker's answer. */
+  closing: Map<number, () => void>;
 }
 
 /** A pool of fetch workers; attempts go to the worker with the fewest running. */
@@ -104,8 +116,14 @@ export class PieceWorkers {
     // The worker keeps the process alive only while it has attempts running (see fetch).
     const worker = new Worker(workerUrl(), { workerData: { channel: this.channel } });
     worker.unref();
-    const slot: Slot = { worker, pending: new Map() };
+    const slot: Slot = { worker, pending: new Map(), closing: new Map() };
     worker.on("message", (msg: WorkerReply) => {
+      if (msg.t === "closed") {
+        slot.closing.get(msg.id)?.();
+        slot.closing.delete(msg.id);
+        if (slot.pending.size === 0 && slot.closing.size === 0) slot.worker.unref();
+        return;
+      }
       const p = slot.pending.get(msg.id);
       if (!p) return; // cancelled meanwhile
       this.settle(slot, msg.id);
@@ -124,6 +142,9 @@ export class PieceWorkers {
       const err = new Error(`fetch worker died: ${why}`);
       for (const p of slot.pending.values()) p.reject(err);
       slot.pending.clear();
+      // A dead worker writes nothing more: its sinks are closed.
+      for (const done of slot.closing.values()) done();
+      slot.closing.clear();
     };
     worker.on("error", (err) => died(err.message));
     worker.on("exit", (code) => died(`exit ${code}`));
@@ -132,11 +153,37 @@ export class PieceWorkers {
 
   private settle(slot: Slot, id: number): void {
     slot.pending.delete(id);
-    if (slot.pending.size === 0) slot.worker.unref();
+    if (slot.pending.size === 0 && slot.closing.size === 0) slot.worker.unref();
   }
 
-  /** Runs one attempt in a worker: the piece's authenticated plaintext. */
-  fetch(address: string, req: PieceFetchRequest, signal: AbortSignal, direct = true, onFallback?: () => void): Promise<Buffer[]> {
+  /** A new sink id for a file download through these workers. */
+  newSink(): number {
+    return this.nextId++;
+  }
+
+  /**
+   * Waits until no worker writes to the sink's file any more (every write started has
+   * finished) and has every worker close it; later attempts for it write nothing.
+   */
+  async closeSink(sink: number): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (slot) =>
+          new Promise<void>((resolve) => {
+            const id = this.nextId++;
+            slot.closing.set(id, resolve);
+            slot.worker.ref();
+            slot.worker.postMessage({ t: "close", id, sink } satisfies WorkerRequest);
+          }),
+      ),
+    );
+  }
+
+  /**
+   * Runs one attempt in a worker: the piece's authenticated plaintext, or with `out`, an
+   * empty list once the worker wrote the plaintext at `out.position` of the sink's file.
+   */
+  fetch(address: string, req: PieceFetchRequest, signal: AbortSignal, direct = true, onFallback?: () => void, out?: PieceTarget): Promise<Buffer[]> {
     if (this.closed) return Promise.reject(new Error("fetch workers closed"));
     let slot = this.slots[0] as Slot;
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
@@ -166,7 +213,7 @@ export class PieceWorkers {
       });
       if (slot.pending.size === 1) slot.worker.ref();
       const small: PieceFetchRequest = { ...req, key: own(req.key), nonce: own(req.nonce), grant: own(req.grant), accessTag: own(req.accessTag) };
-      slot.worker.postMessage({ t: "fetch", id, address, req: small, direct } satisfies WorkerRequest);
+      slot.worker.postMessage({ t: "fetch", id, address, req: small, direct, ...(out ? { out } : {}) } satisfies WorkerRequest);
     });
   }
 
@@ -181,6 +228,8 @@ export class PieceWorkers {
       void slot.worker.terminate().catch(() => undefined);
       for (const p of slot.pending.values()) p.reject(err);
       slot.pending.clear();
+      for (const done of slot.closing.values()) done();
+      slot.closing.clear();
     }
     this.slots.length = 0;
   }

@@ -3,13 +3,13 @@
  * manager, and download with the parallel, verifying, progressive downloader.
  */
 import { randomUUID } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { pipeline } from "node:stream/promises";
+import { availableParallelism } from "node:os";
 import type { Readable } from "node:stream";
 import type { ChannelSettings } from "../grpc/channel.js";
 import { ContentManagerClient, type Content, type Manifest, type UploadHeader } from "./manager-client.js";
-import { downloadManifest, downloadThreads, type DownloadOptions, type DownloadStats } from "./downloader.js";
+import { downloadManifest, downloadManifestToFile, downloadThreads, type DownloadOptions, type DownloadStats } from "./downloader.js";
 import { PieceWorkers } from "./fetch-workers.js";
 import { NodeClientPool } from "./node-client.js";
 
@@ -19,6 +19,9 @@ export * from "./node-client.js";
 export { PieceWorkers } from "./fetch-workers.js";
 export { Chunker, cdcLimits, type ChunkerOptions } from "./chunker.js";
 export { decryptPiece, encryptPiece, derivePieceKey, sha256Hex, PIECE_ID, PieceAuthError, TAG_BYTES } from "./crypto.js";
+
+/** Fetch workers of a file download unless its options say otherwise (on 2 or more cores). */
+const FILE_DOWNLOAD_THREADS = 2;
 
 /** Options of a ContentClient. */
 export interface ContentClientOptions {
@@ -70,6 +73,29 @@ export class ContentClient {
    * download is reported to the manager's history.
    */
   async download(contentId: string, opts: DownloadOptions & { grantTtlMs?: number } = {}): Promise<Readable & { stats: DownloadStats; manifest: Manifest }> {
+    const { manifest, options, report } = await this.prepare(contentId, opts);
+    const stream = downloadManifest(manifest, options) as Readable & { stats: DownloadStats; manifest: Manifest };
+    stream.manifest = manifest;
+    stream.once("end", () => report(stream.stats));
+    return stream;
+  }
+
+  /**
+   * Downloads a content into a file (created or truncated), each piece written at its
+   * offset as soon as it is authenticated. Unless `threads` says otherwise it uses 2
+   * fetch workers on a machine with 2 or more cores: they write what they decrypt, so
+   * the plaintext never reaches this thread (docs/content.md, "File downloads").
+   */
+  async downloadToFile(contentId: string, path: string, opts: DownloadOptions & { grantTtlMs?: number } = {}): Promise<DownloadStats & { manifest: Manifest }> {
+    const threads = opts.threads ?? (opts.workers ? undefined : availableParallelism() >= 2 ? FILE_DOWNLOAD_THREADS : 0);
+    const { manifest, options, report } = await this.prepare(contentId, { ...opts, ...(threads !== undefined ? { threads } : {}) });
+    const stats = await downloadManifestToFile(manifest, path, options);
+    report(stats);
+    return { ...stats, manifest };
+  }
+
+  /** The manifest, the downloader's options (grant renewal, pool, reused workers) and the history report. */
+  private async prepare(contentId: string, opts: DownloadOptions & { grantTtlMs?: number }): Promise<{ manifest: Manifest; options: DownloadOptions; report: (s: DownloadStats) => void }> {
     const { grantTtlMs, ...rest } = opts;
     const manifest = await this.manager.getManifest(contentId, grantTtlMs);
     const started = Date.now();
@@ -85,22 +111,10 @@ export class ContentClient {
         this.workers.set(threads, workers);
       }
     }
-    const stream = downloadManifest(manifest, { pool: this.pool, renewManifest, ...rest, threads, ...(workers ? { workers } : {}) }) as Readable & {
-      stats: DownloadStats;
-      manifest: Manifest;
+    const report = (s: DownloadStats): void => {
+      void this.manager.reportDownload(contentId, s.bytes, Date.now() - started, randomUUID()).catch(() => undefined);
     };
-    stream.manifest = manifest;
-    stream.once("end", () => {
-      void this.manager.reportDownload(contentId, stream.stats.bytes, Date.now() - started, randomUUID()).catch(() => undefined);
-    });
-    return stream;
-  }
-
-  /** Downloads a content into a file. */
-  async downloadToFile(contentId: string, path: string, opts: DownloadOptions = {}): Promise<DownloadStats> {
-    const s = await this.download(contentId, opts);
-    await pipeline(s, createWriteStream(path));
-    return s.stats;
+    return { manifest, options: { pool: this.pool, renewManifest, ...rest, threads, ...(workers ? { workers } : {}) }, report };
   }
 
   /** Closes every channel. */

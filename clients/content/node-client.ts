@@ -12,6 +12,7 @@ import {
 import { dial, type ChannelSettings } from "../grpc/channel.js";
 import { unary, type CallSettings } from "../grpc/call.js";
 import { DirectPiecePool } from "./direct-piece.js";
+import { PieceBufferPool } from "./piece-fetch.js";
 import { deserializePieceResponse } from "./piece-wire.js";
 
 export type { GetNodeStatusResponse };
@@ -132,6 +133,8 @@ export class NodeClientPool {
   private readonly clients = new Map<string, DistributionNodeClient>();
   /** Direct GetPiece readers (direct-piece.ts), for plaintext channels only. */
   readonly direct: DirectPiecePool | undefined;
+  /** Reused buffers for pieces' stored bytes (piece-fetch.ts). */
+  readonly buffers = new PieceBufferPool();
 
   private readonly settings: ChannelSettings;
 
@@ -157,5 +160,6 @@ export class NodeClientPool {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
     this.direct?.close();
+    this.buffers.clear();
   }
 }

@@ -1,5 +1,6 @@
 /** Test helpers for the content subsystem: an in-process manager with N nodes. */
 import { randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import type { RunningNode } from "../../servers/runtime/node.js";
 import { contentManagerRole } from "../../servers/content/role-content-manager.js";
 import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
@@ -73,6 +74,16 @@ export function testBytes(size: number, seed = 1): Buffer {
   const out = Buffer.allocUnsafe(size);
   for (let off = 0; off < size; off += block.length) block.copy(out, off, 0, Math.min(block.length, size - off));
   return out;
+}
+
+/** Flips one byte in the middle of a stored piece on one node. */
+export function tamper(c: ContentCluster, nodeId: string, pieceId: string): void {
+  const node = c.nodes.find((n) => n.config.node.id === nodeId);
+  const path = `${node?.config.dataDir}/pieces/${pieceId.slice(0, 2)}/${pieceId}`;
+  const b = readFileSync(path);
+  const at = Math.floor(b.length / 2);
+  b[at] = (b[at] ?? 0) ^ 0xff;
+  writeFileSync(path, b);
 }
 
 /** Collects a Readable into one Buffer. */

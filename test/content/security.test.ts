@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
 import { status as Status } from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { decryptPiece, DistributionNodeClient, downloadManifest, PieceAuthError, PieceUnavailableError } from "../../clients/content/index.js";
 import { parseRichError } from "../../clients/grpc/index.js";
 import { generateGrantKey, GrantSigner } from "../../servers/content/grant.js";
-import type { PieceStore } from "../../servers/content/piece-store.js";
 import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
-import { ADMIN_TOKEN, GRANT_KEYS, NODE_GRANT_KEYS, READER_TOKEN, collect, chunks, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
+import { ADMIN_TOKEN, GRANT_KEYS, NODE_GRANT_KEYS, READER_TOKEN, collect, chunks, nodeConfig, startContentCluster, tamper, testBytes } from "./cluster.js";
 import { onCleanup } from "../helpers/nodes.js";
 
 const expectStatus = (code: Status, reason: string) => (err: unknown) => {
@@ -89,16 +87,6 @@ describe("DistributionNodeService", () => {
   });
 
   describe("tampered pieces", () => {
-    const tamper = (c: Awaited<ReturnType<typeof startContentCluster>>, nodeId: string, pieceId: string): void => {
-      const node = c.nodes.find((n) => n.config.node.id === nodeId);
-      const store = (node?.role as unknown as { pieces?: PieceStore }).pieces;
-      void store;
-      const path = `${node?.config.dataDir}/pieces/${pieceId.slice(0, 2)}/${pieceId}`;
-      const b = readFileSync(path);
-      const at = Math.floor(b.length / 2);
-      b[at] = (b[at] ?? 0) ^ 0xff;
-      writeFileSync(path, b);
-    };
 
     it("detects a tampered replica and reads the intact one", async () => {
       const c = await startContentCluster(2);

@@ -1,19 +1,8 @@
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
 import { ChunkingMode, type Manifest } from "../../gen/switchyard/content/v1/content.js";
 import { downloadManifest, downloadThreads, PieceUnavailableError, PieceWorkers } from "../../clients/content/index.js";
 import { onCleanup } from "../helpers/nodes.js";
-import { chunks, collect, startContentCluster, testBytes, type ContentCluster } from "./cluster.js";
-
-/** Flips one byte in the middle of a stored piece on one node. */
-function tamper(c: ContentCluster, nodeId: string, pieceId: string): void {
-  const node = c.nodes.find((n) => n.config.node.id === nodeId);
-  const path = `${node?.config.dataDir}/pieces/${pieceId.slice(0, 2)}/${pieceId}`;
-  const b = readFileSync(path);
-  const at = Math.floor(b.length / 2);
-  b[at] = (b[at] ?? 0) ^ 0xff;
-  writeFileSync(path, b);
-}
+import { chunks, collect, startContentCluster, tamper, testBytes } from "./cluster.js";
 
 describe("content downloader", () => {
   describe("fetch workers", () => {

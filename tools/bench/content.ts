@@ -2,24 +2,27 @@
  * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S] [--unlimited-only] [--threads=N]`:
  * the content system's throughput, each row with its anchor measured in the same run.
  * `--unlimited-only` skips the limited rows (shorter runs while iterating); `--threads=N`
- * sets the downloader's fetch workers for the unlimited download (default: its own default).
+ * sets the fetch workers of the timed file downloads (default: downloadToFile's own).
  *
  * - limited_download_vs_limits: 4 distribution nodes, each paced to LIMIT, download vs
  *   the sum of the limits (the most the nodes can deliver).
  * - limited_download_vs_aria2c: the same download vs aria2c fetching the same file from
  *   4 HTTP servers each paced to the same LIMIT (multi-source segmented download).
- * - unlimited_download_vs_disk: download over loopback vs reading the same file from disk
- *   (O_DIRECT through dd to /dev/null, so the page cache does not answer for the disk).
- *   Both best of 3. The timed downloads only count the bytes, as dd only discards them;
- *   one download before them is checked byte-exactly against the file's SHA-256.
+ * - unlimited_download_vs_disk: a file download over loopback into /dev/null
+ *   (ContentClient.downloadToFile, what `switchyard content download ID --out FILE` runs,
+ *   with its default fetch workers) vs reading the same file from disk into /dev/null
+ *   (dd with O_DIRECT, so the page cache does not answer for the disk). Both discard the
+ *   bytes; both best of 3, each dd round right before a download round. One file
+ *   download before them is checked byte-exactly against the file's SHA-256.
  * - unlimited_download_cpu_per_mib: CPU time (client + the 4 nodes, from process.cpuUsage
  *   and /proc/<pid>/stat) per MiB of that download, lowest of 3, vs the CPU time of the
  *   crypto a downloader cannot avoid (AES-256-GCM decrypt): a figure that depends little
  *   on how loaded the machine is.
- * - unlimited_download_workers_vs_in_thread: the same download with 2 fetch workers
- *   (worker threads) vs all in this thread (threads: 0), alternating rounds, best of 3
- *   each; unlimited_download_busiest_thread_cpu_per_mib: CPU per MiB of the busiest
- *   client thread in the two modes (what caps the client when it has cores to spare).
+ * - unlimited_file_download_workers_vs_in_thread: the same file download with its
+ *   default fetch workers vs threads: 0 (everything in this thread), alternating, best of 3.
+ * - unlimited_stream_vs_file_download: the download read as a stream by JavaScript
+ *   (ContentClient.download, threads: 0, bytes only counted) vs the file download:
+ *   what handing every byte to a reader in this thread costs.
  * - upload_vs_disk: upload (split, encrypt, replicate x2 to the nodes) vs writing the same
  *   bytes to a local file with fsync.
  *
@@ -27,7 +30,7 @@
  */
 import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync, openSync, readSync, fsyncSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -92,52 +95,54 @@ function childCpuMs(pid: number | undefined): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // clock ticks (USER_HZ = 100)
 }
 
-/** CPU ms (user + system) of each thread of this process so far, by thread id. */
-function threadCpuMs(): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const t of readdirSync("/proc/self/task")) {
-    try {
-      const f = (readFileSync(`/proc/self/task/${t}/stat`, "utf8").split(") ")[1] ?? "").split(" ");
-      out.set(t, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return out;
-}
+/** Throughput (MiB/s) of one download, with the CPU ms per MiB of this process and of `children`. */
+export type Measured = number & { cpuPerMiB: number; bytes: number };
 
-/**
- * Downloads; returns MiB/s and CPU ms per MiB of this process and of `children`, and
- * the CPU ms per MiB of this process's busiest thread (what bounds the client when it
- * has cores to spare). With
- * `verify` the bytes are hashed and compared with `want`; without, they are only counted
- * (the timed unlimited rounds: the disk anchor, dd to /dev/null, does not hash either).
- */
-export async function download(
-  client: ContentClient,
-  id: string,
-  want: string,
-  concurrency: number,
-  children: ChildProcess[] = [],
-  verify = true,
-  threads?: number,
-): Promise<number & { cpuPerMiB?: number; busiestThreadPerMiB?: number; bytes?: number }> {
-  const k0 = threadCpuMs();
+/** Times `run` (which returns the bytes it delivered), counting this process's and `children`'s CPU. */
+async function measure(children: ChildProcess[], run: () => Promise<number>): Promise<Measured> {
   const c0 = process.cpuUsage();
   const n0 = children.reduce((a, c) => a + childCpuMs(c.pid), 0);
   const t0 = performance.now();
-  const h = createHash("sha256");
-  let n = 0;
-  for await (const b of await client.download(id, { concurrency, ...(threads !== undefined ? { threads } : {}) })) {
-    if (verify) h.update(b as Buffer);
-    n += (b as Buffer).length;
-  }
+  const n = await run();
   const s = (performance.now() - t0) / 1000;
   const cu = process.cpuUsage(c0);
   const cpu = (cu.user + cu.system) / 1000 + children.reduce((a, c) => a + childCpuMs(c.pid), 0) - n0;
-  const busiest = Math.max(...[...threadCpuMs()].map(([t, ms]) => ms - (k0.get(t) ?? 0)));
-  if (verify && h.digest("hex") !== want) throw new Error("downloaded bytes differ");
-  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), busiestThreadPerMiB: busiest / (n / MiB), bytes: n });
+  return Object.assign(n / MiB / s, { cpuPerMiB: cpu / (n / MiB), bytes: n });
+}
+
+/**
+ * Downloads as a stream read here; with `verify` the bytes are hashed and compared with
+ * `want`, without they are only counted.
+ */
+export function download(client: ContentClient, id: string, want: string, concurrency: number, children: ChildProcess[] = [], verify = true, threads?: number): Promise<Measured> {
+  return measure(children, async () => {
+    const h = createHash("sha256");
+    let n = 0;
+    for await (const b of await client.download(id, { concurrency, ...(threads !== undefined ? { threads } : {}) })) {
+      if (verify) h.update(b as Buffer);
+      n += (b as Buffer).length;
+    }
+    if (verify && h.digest("hex") !== want) throw new Error("downloaded bytes differ");
+    return n;
+  });
+}
+
+/** Downloads into a file (downloadToFile, its default fetch workers unless `threads`). */
+function downloadFile(client: ContentClient, id: string, path: string, children: ChildProcess[], threads?: number): Promise<Measured> {
+  return measure(children, async () => (await client.downloadToFile(id, path, { concurrency: 8, ...(threads !== undefined ? { threads } : {}) })).bytes);
+}
+
+/** Lower-case hex SHA-256 of a file, read in 8 MiB blocks. */
+function sha256File(path: string): string {
+  const h = createHash("sha256");
+  const fd = openSync(path, "r");
+  const block = Buffer.allocUnsafe(8 * MiB);
+  try {
+    for (let n; (n = readSync(fd, block)) > 0; ) h.update(block.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest("hex");
 }
 
 /** CPU ms per MiB of the least a downloader must do: AES-256-GCM decrypt (and authenticate). */
@@ -235,14 +240,13 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     const uc = await un.client.uploadFile(file, { chunking: ChunkingMode.CONTENT_DEFINED, pieceSize: 4 * MiB });
     const up = size / MiB / ((performance.now() - t0) / 1000);
     const nodeChildren = un.children.slice(0, 4);
-    // One verified download (byte-exact against the file's SHA-256; it also opens the
-    // connections), then 3 timed ones that count the bytes like dd to /dev/null. Every
-    // piece of every round is still authenticated by its GCM tag in the downloader.
-    await download(un.client, uc.contentId, want, 8, [], true, threads);
-    // Alternating with the other mode: 2 fetch workers when the default (or --threads)
-    // is in this thread, in this thread otherwise. The first round also starts the workers.
-    const mainThreads = threads ?? 0;
-    const otherThreads = mainThreads > 0 ? 0 : 2;
+    // One verified file download (byte-exact against the file's SHA-256; it also opens
+    // the connections and starts the fetch workers), and one stream download.
+    const check = join(dir, "check.bin");
+    await downloadFile(un.client, uc.contentId, check, []);
+    if (sha256File(check) !== want) throw new Error("the downloaded file differs");
+    rmSync(check);
+    await download(un.client, uc.contentId, want, 8, [], true, 0);
     // Disk write: the same bytes, streamed to a file and fsynced.
     t0 = performance.now();
     const copy = join(dir, "copy.bin");
@@ -256,32 +260,31 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     const diskWrite = size / MiB / ((performance.now() - t0) / 1000);
     // The disk anchor: a read of that copy that the page cache does not answer (O_DIRECT),
     // best of 3 like the download. The disk here is virtual and its speed drifts by the
-    // minute (0.9-2.4 GB/s seen), so each dd round runs right before a download round.
+    // minute (0.9-2.4 GB/s seen), so each dd round runs right before a download round;
+    // the other modes follow in the same round.
     let diskRead = 0;
-    type Round = Awaited<ReturnType<typeof download>>;
-    const downs: Round[] = [];
-    const others: Round[] = [];
+    const files: Measured[] = [];
+    const inThread: Measured[] = [];
+    const streams: Measured[] = [];
     for (let i = 0; i < 3; i++) {
       t0 = performance.now();
       await run("dd", [`if=${copy}`, "of=/dev/null", "bs=4M", "iflag=direct"]);
       const dd = size / MiB / ((performance.now() - t0) / 1000);
       diskRead = Math.max(diskRead, dd);
-      const d = await download(un.client, uc.contentId, want, 8, nodeChildren, false, mainThreads);
+      const d = await downloadFile(un.client, uc.contentId, "/dev/null", nodeChildren, threads);
       if (d.bytes !== size) throw new Error(`download delivered ${d.bytes} bytes, expected ${size}`);
-      process.stderr.write(`unlimited round ${i + 1}: dd ${dd.toFixed(0)} MiB/s, download ${Number(d).toFixed(0)} MiB/s (${(d.cpuPerMiB ?? NaN).toFixed(2)} ms CPU/MiB); load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`);
-      downs.push(d);
-      others.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, otherThreads));
+      process.stderr.write(`unlimited round ${i + 1}: dd ${dd.toFixed(0)} MiB/s, download ${d.toFixed(0)} MiB/s (${d.cpuPerMiB.toFixed(2)} ms CPU/MiB); load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`);
+      files.push(d);
+      inThread.push(await downloadFile(un.client, uc.contentId, "/dev/null", nodeChildren, 0));
+      streams.push(await download(un.client, uc.contentId, want, 8, nodeChildren, false, 0));
     }
-    const [workers, inThread] = mainThreads > 0 ? [downs, others] : [others, downs];
-    const down = Math.max(...downs);
-    const cpu = Math.min(...downs.map((d) => d.cpuPerMiB ?? Infinity));
+    const best = (ms: Measured[]): number => Math.max(...ms);
     un.client.close();
 
-    rows.push(row("unlimited_download_vs_disk", "MiB/s", down, diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
-    rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", cpu, cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
-    const busiest = (ds: Round[]): number => Math.min(...ds.map((d) => d.busiestThreadPerMiB ?? Infinity));
-    rows.push(row("unlimited_download_workers_vs_in_thread", "MiB/s", Math.max(...workers), Math.max(...inThread), "the same download with threads: 0 (all in one thread), alternating, best of 3", true));
-    rows.push(row("unlimited_download_busiest_thread_cpu_per_mib", "ms CPU/MiB", busiest(workers), busiest(inThread), "busiest client thread with threads: 0 (lowest of 3)", false));
+    rows.push(row("unlimited_download_vs_disk", "MiB/s", best(files), diskRead, "dd iflag=direct read of the same file to /dev/null, best of 3", true));
+    rows.push(row("unlimited_download_cpu_per_mib", "ms CPU/MiB", Math.min(...files.map((d) => d.cpuPerMiB)), cryptoFloorPerMiB(), "AES-256-GCM decrypt of the same bytes in one process", false));
+    rows.push(row("unlimited_file_download_workers_vs_in_thread", "MiB/s", best(files), best(inThread), "the same file download with threads: 0, alternating, best of 3", true));
+    rows.push(row("unlimited_stream_vs_file_download", "MiB/s", best(streams), best(files), "the file download; stream read here (threads: 0, bytes counted), best of 3", true));
     rows.push(row("upload_vs_disk", "MiB/s", up, diskWrite, "write + fsync of the same bytes", true));
   } finally {
     for (const c of all) if (c.exitCode === null) c.kill("SIGTERM");

@@ -4,14 +4,13 @@
  * SWITCHYARD_CONTENT_MANAGER, else the content-manager of the cluster `switchyard up`
  * started, else 127.0.0.1:7420. Token: --token or SWITCHYARD_CONTENT_TOKEN.
  */
-import { createWriteStream, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { Writable } from "node:stream";
 import type { Command } from "commander";
 import cliProgress from "cli-progress";
 import Table from "cli-table3";
-import { ContentClient, type DistributionNode } from "../../../clients/content/index.js";
+import { ContentClient, type DistributionNode, type DownloadOptions } from "../../../clients/content/index.js";
 import { describeError } from "../../../clients/grpc/call.js";
 import { ChunkingMode, HistoryKind, NodeState } from "../../../gen/switchyard/content/v1/content.js";
 import type { ClusterEntry } from "../../cluster/launcher.js";
@@ -127,31 +126,30 @@ export function registerContent(program: Command): void {
     .description("download a content (parallel, verified) to a file or stdout")
     .requiredOption("--out <file>", "output file, or - for stdout")
     .option("--concurrency <n>", "pieces fetched in parallel", (v) => parseInt(v, 10), 8)
-    .option("--threads <n>", "worker threads fetching and decrypting (default 0: all in this thread; try 2 when the nodes are on other machines)", (v) => parseInt(v, 10))
+    .option("--threads <n>", "worker threads that fetch and decrypt (default: 2 when writing a file on a machine with 2+ cores, 0 for stdout)", (v) => parseInt(v, 10))
     .action((id: string, o: { out: string; concurrency: number; threads?: number }) =>
       run(async () => {
         const c = client(common());
         const b = bar("download");
-        let total = 0;
         try {
           const t0 = Date.now();
-          const s = await c.download(id, {
+          const opts: DownloadOptions = {
             concurrency: o.concurrency,
             ...(o.threads !== undefined ? { threads: o.threads } : {}),
             onEvent: (e) => {
-              if (e.type === "piece") b.update(e.delivered, { done: human(e.delivered), size: human(total), speed: human(e.delivered / Math.max(0.001, (Date.now() - t0) / 1000)) });
+              if (e.type === "start" && o.out !== "-") b.start(e.bytes, 0, { done: human(0), size: human(e.bytes), speed: human(0) });
+              else if (e.type === "piece") b.update(e.delivered, { done: human(e.delivered), speed: human(e.delivered / Math.max(0.001, (Date.now() - t0) / 1000)) });
               else if (e.type === "failover") process.stderr.write(`\nnode ${e.node} failed for piece ${e.index}: ${e.error}; trying another replica\n`);
             },
-          });
-          total = Number(s.manifest.content?.size ?? 0);
-          if (o.out !== "-") b.start(total, 0, { done: human(0), size: human(total), speed: human(0) });
-          const sink: Writable = o.out === "-" ? process.stdout : createWriteStream(o.out);
-          await pipeline(s, sink);
-          b.stop();
-          if (o.out !== "-") {
-            const st = s.stats;
-            process.stderr.write(`${human(st.bytes)} in ${((Date.now() - t0) / 1000).toFixed(1)} s from ${Object.keys(st.byNode).length} nodes (${st.failovers} failovers, ${st.hedges} hedges)\n`);
+          };
+          if (o.out === "-") {
+            await pipeline(await c.download(id, opts), process.stdout);
+            return;
           }
+          // Into a file: each piece is written at its offset by the thread that decrypted it.
+          const st = await c.downloadToFile(id, o.out, opts);
+          b.stop();
+          process.stderr.write(`${human(st.bytes)} in ${((Date.now() - t0) / 1000).toFixed(1)} s from ${Object.keys(st.byNode).length} nodes (${st.failovers} failovers, ${st.hedges} hedges)\n`);
         } finally {
           b.stop();
           c.close();
