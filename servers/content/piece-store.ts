@@ -199,13 +199,17 @@ export class PieceStore {
  */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
+  /** Buffers kept for reuse at most. */
+  private readonly keep: number;
 
   constructor(
     /** Largest payload a pooled buffer holds. */
     readonly chunkBytes: number,
-    /** Buffers kept for reuse at most. */
-    private readonly keep = 16,
-  ) {}
+    /** Bytes of free buffers kept for reuse at most (at least 2 buffers). */
+    keepBytes = 32 * 1024 * 1024,
+  ) {
+    this.keep = Math.max(2, Math.floor(keepBytes / chunkBytes));
+  }
 
   /** A buffer for up to `chunkBytes` payload bytes at PIECE_HEADROOM. */
   take(): Buffer {

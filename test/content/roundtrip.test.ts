@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
+import { DistributionNodeClient } from "../../clients/content/index.js";
+import { onCleanup } from "../helpers/nodes.js";
 import { startContentCluster, testBytes, collect, chunks } from "./cluster.js";
 
 describe("ContentManagerService", () => {
@@ -25,6 +27,22 @@ describe("ContentManagerService", () => {
         assert.ok(got.equals(data), `download differs (got ${got.length} bytes)`);
       });
     }
+
+    it("serves pieces above 4 MiB in messages a client with gRPC's default 4 MiB receive limit takes", async () => {
+      const c = await startContentCluster(2);
+      const data = testBytes(8 * 1024 * 1024 + 5);
+      const content = await c.client.upload("big", chunks(data, 1024 * 1024), { chunking: ChunkingMode.FIXED, pieceSize: 8 * 1024 * 1024 });
+      const m = await c.client.manager.getManifest(content.contentId);
+      const p = m.pieces[0];
+      assert.ok(p && p.storedSize > 8 * 1024 * 1024);
+      const node = new DistributionNodeClient(p.replicas[0]?.address as string, { maxReceiveMessageBytes: 4 * 1024 * 1024 });
+      onCleanup(() => node.close());
+      const sizes: number[] = [];
+      for await (const chunk of node.stream({ grant: m.grant?.token ?? Buffer.alloc(0), pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: p.storedSize })) sizes.push(chunk.length);
+      assert.equal(sizes.reduce((a, b) => a + b, 0), p.storedSize);
+      assert.ok(Math.max(...sizes) < 4 * 1024 * 1024, `largest chunk ${Math.max(...sizes)} bytes`);
+      assert.ok((await collect(await c.client.download(content.contentId, { reader: "grpc" }))).equals(data));
+    });
 
     it("places every piece on replication-factor distinct nodes and timestamps it", async () => {
       const c = await startContentCluster(4);
