@@ -7,7 +7,7 @@
  * index) are removed at open.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes, createHash } from "node:crypto";
 import type { Collection, NodeStore } from "../runtime/store.js";
@@ -32,6 +32,7 @@ export class PieceStore {
   private count = 0;
   private reserved = 0;
   private readonly writing = new Map<string, Promise<boolean>>();
+  private readonly handles = new ReadHandles();
 
   private constructor(
     private readonly dir: string,
@@ -126,7 +127,8 @@ export class PieceStore {
    * file is shorter than recorded.
    */
   async *readResponses(id: string, chunkBytes: number, size: number, pool?: ChunkPool): AsyncGenerator<EncodedPieceResponse & { encoded: Buffer; buffer: Buffer }> {
-    const fh = await open(this.path(id), "r");
+    const handle = await this.handles.acquire(id, this.path(id));
+    const fh = handle.fh;
     try {
       let pos = 0;
       while (pos < size) {
@@ -142,8 +144,13 @@ export class PieceStore {
         pos += n;
       }
     } finally {
-      await fh.close();
+      handle.release();
     }
+  }
+
+  /** Closes the read handles kept open (at shutdown). */
+  closeHandles(): void {
+    this.handles.closeAll();
   }
 
   /** True when the stored bytes still hash to the id. */
@@ -170,6 +177,7 @@ export class PieceStore {
     await this.index.del(id);
     this.used -= rec.size;
     this.count--;
+    this.handles.invalidate(id);
     await rm(this.path(id), { force: true });
     return true;
   }
@@ -190,6 +198,103 @@ export class PieceStore {
   filePath(id: string): string {
     return this.path(id);
   }
+}
+
+/**
+ * Read handles of recently served pieces, kept open so a piece asked for again is not
+ * opened and closed again: an open and a close are two thread-pool round trips, about a
+ * sixth of a node's CPU per GetPiece call (docs/content.md). Handles are shared by
+ * concurrent reads (positional reads), the least recently used idle ones are closed
+ * beyond `max`, every idle one after `idleMs`, and a deleted piece's handle at once (or
+ * when its last read ends), so a piece stored again is read from its new file.
+ */
+class ReadHandles {
+  /** By piece id, least recently used first. */
+  private readonly entries = new Map<string, ReadHandle>();
+  private sweep: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly max = 128,
+    private readonly idleMs = 30_000,
+  ) {}
+
+  /** A handle on the piece's file; call `release` when done reading. */
+  async acquire(id: string, path: string): Promise<{ fh: FileHandle; release: () => void }> {
+    let e = this.entries.get(id);
+    if (e) this.entries.delete(id); // re-inserted below: most recently used
+    else e = { opening: open(path, "r"), users: 0, idleSince: 0, dead: false };
+    this.entries.set(id, e);
+    e.users++;
+    const entry = e;
+    let fh: FileHandle;
+    try {
+      fh = await entry.opening;
+    } catch (err) {
+      entry.users--;
+      if (this.entries.get(id) === entry) this.entries.delete(id);
+      throw err;
+    }
+    let released = false;
+    return {
+      fh,
+      release: () => {
+        if (released) return;
+        released = true;
+        entry.users--;
+        entry.idleSince = Date.now();
+        if (entry.dead) {
+          if (entry.users === 0) close(entry);
+        } else this.trim();
+      },
+    };
+  }
+
+  /** Forgets a piece's handle (the piece was deleted); it closes once no read uses it. */
+  invalidate(id: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    this.entries.delete(id);
+    e.dead = true;
+    if (e.users === 0) close(e);
+  }
+
+  /** Closes every handle no read uses; the others close when their reads end. */
+  closeAll(): void {
+    clearTimeout(this.sweep);
+    this.sweep = undefined;
+    for (const id of [...this.entries.keys()]) this.invalidate(id);
+  }
+
+  private trim(): void {
+    for (const [id, e] of this.entries) {
+      if (this.entries.size <= this.max) break;
+      if (e.users === 0) this.invalidate(id);
+    }
+    if (!this.sweep && this.entries.size > 0) {
+      this.sweep = setInterval(() => {
+        const before = Date.now() - this.idleMs;
+        for (const [id, e] of this.entries) if (e.users === 0 && e.idleSince < before) this.invalidate(id);
+        if (this.entries.size === 0) {
+          clearInterval(this.sweep);
+          this.sweep = undefined;
+        }
+      }, this.idleMs);
+      this.sweep.unref();
+    }
+  }
+}
+
+interface ReadHandle {
+  opening: Promise<FileHandle>;
+  /** Reads using the handle now. */
+  users: number;
+  idleSince: number;
+  /** Invalidated: closed once `users` is 0. */
+  dead: boolean;
+}
+
+function close(e: ReadHandle): void {
+  void e.opening.then((fh) => fh.close()).catch(() => undefined);
 }
 
 /**

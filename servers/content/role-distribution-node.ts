@@ -221,6 +221,7 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       },
       stop: async () => {
         peers.close();
+        pieces.closeHandles();
       },
     };
   },
