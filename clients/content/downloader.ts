@@ -1,13 +1,14 @@
 /**
  * The parallel downloader: given a manifest, it probes the nodes, fetches pieces in
  * parallel from the best replicas, re-routes to another replica when a node fails,
- * hedges (asks a second replica) when a fetch is slow, verifies each piece's hash,
- * decrypts and authenticates it, and hands out the plaintext in order as a Readable —
- * the first pieces can be consumed (played) while later ones still arrive. At most
- * `window` pieces are held, so memory does not grow with the content's size. The
- * per-byte work of each attempt (HTTP/2, grpc-js, AES-GCM) runs in this thread or, for
- * large contents, in fetch workers (fetch-workers.ts) so a download can use two cores;
- * every decision stays here.
+ * hedges (asks a second replica) when a fetch is slow, authenticates and decrypts each
+ * piece when it is handed out (a piece that fails is fetched again from another
+ * replica), and hands out the plaintext in order as a Readable — the first pieces can
+ * be consumed (played) while later ones still arrive — or writes each piece into a file
+ * at its offset (downloadManifestToFile). At most `window` pieces are held, so memory
+ * does not grow with the content's size. The per-byte work of each attempt (HTTP/2,
+ * AES-GCM, and for files the write) runs in this thread or in fetch workers
+ * (fetch-workers.ts) so a download can use two cores; every decision stays here.
  */
 import { setMaxListeners } from "node:events";
 import { open, type FileHandle } from "node:fs/promises";

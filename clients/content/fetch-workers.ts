@@ -25,7 +25,7 @@ export type WorkerRequest =
 
 /** Worker → main thread. */
 export type WorkerReply =
-  | { t: "ok"; id: number; bufs: ArrayBuffer[]; written: number; fallback: boolean }
+  | { t: "ok"; id: number; bufs: ArrayBuffer[]; fallback: boolean }
   | { t: "err"; id: number; error: WorkerError; fallback: boolean }
   | { t: "closed"; id: number };
 

@@ -49,11 +49,12 @@ port.on("message", (msg: WorkerRequest) => {
       const plain = stored.open();
       if (!out) {
         const bufs = detachable(plain);
-        return { t: "ok", id: msg.id, bufs, written: 0, fallback };
+        return { t: "ok", id: msg.id, bufs, fallback };
       }
       // A cancelled attempt writes nothing (the piece may be written by its hedge meanwhile).
       if (c.signal.aborted) throw c.signal.reason;
-      return { t: "ok", id: msg.id, bufs: [], written: await files.write(out, plain, out.position), fallback };
+      await files.write(out, plain, out.position);
+      return { t: "ok", id: msg.id, bufs: [], fallback };
     })
     .then(
       (reply) => {
