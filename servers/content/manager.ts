@@ -97,6 +97,9 @@ interface HistoryRec {
   peer: string;
 }
 
+/** Pieces a content may have before an upload without a piece size gets larger ones. */
+const AUTO_PIECES = 64;
+
 /** The replica policy as stored. */
 export interface Policy {
   rf: number;
@@ -110,6 +113,8 @@ export interface Policy {
 export interface ManagerOptions {
   chunking: "fixed" | "content-defined";
   pieceSize: number;
+  /** Largest piece size picked for a large upload that names none (see autoPieceSize). */
+  maxAutoPieceSize: number;
   policy: Policy;
   uploadConcurrency: number;
   grantTtlMs: number;
@@ -470,11 +475,24 @@ export class Manager {
     if (!/^[\x21-\x7e]{1,64}$/.test(h.requestId)) throw badField("header.request_id", "1 to 64 printable ASCII characters (required)", "BAD_REQUEST_ID");
     if (h.chunking === ChunkingMode.UNRECOGNIZED) throw badField("header.chunking", "unknown chunking mode", "BAD_CHUNKING");
     const chunking = h.chunking === ChunkingMode.FIXED ? "fixed" : h.chunking === ChunkingMode.CONTENT_DEFINED ? "content-defined" : this.opts.chunking;
-    const pieceSize = h.pieceSize || this.opts.pieceSize;
+    const pieceSize = h.pieceSize || this.autoPieceSize(Number(h.expectedSize));
     if (pieceSize < 64 * 1024 || pieceSize > 8 * 1024 * 1024) throw badField("header.piece_size", "between 64 KiB and 8 MiB", "BAD_PIECE_SIZE");
     const rf = h.replicationFactor || this.policy.rf;
     if (rf > 16) throw badField("header.replication_factor", "at most 16", "BAD_REPLICATION_FACTOR");
     return { chunking, pieceSize, rf, minRank: h.minSecurityRank, expected: Number(h.expectedSize) };
+  }
+
+  /**
+   * The piece size of an upload that names none: the default, doubled (up to
+   * maxAutoPieceSize) while a content of `expected` bytes would have more than
+   * AUTO_PIECES pieces. Every GetPiece call costs a node about as much CPU as serving
+   * ~4 MiB (docs/content.md), so a large content in default-sized pieces downloads at
+   * half the speed; 64 pieces still keep a download's 8 parallel fetches busy.
+   */
+  private autoPieceSize(expected: number): number {
+    let size = this.opts.pieceSize;
+    while (size * 2 <= this.opts.maxAutoPieceSize && expected > size * AUTO_PIECES) size *= 2;
+    return size;
   }
 
   /** Encrypts, places and records one piece; returns the bytes re-used (0 when stored anew). */

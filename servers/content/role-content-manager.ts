@@ -34,6 +34,10 @@ export const contentManagerConfigSchema = z.strictObject({
   nodes: z.array(hostPort()).default([]).describe("distribution nodes to add at start (they may also register themselves)"),
   chunking: z.enum(["fixed", "content-defined"]).default("content-defined").describe("default chunking; default content-defined"),
   pieceSize: bytes().default(1024 * 1024).describe("default (average) piece size; default 1MiB"),
+  maxAutoPieceSize: bytes()
+    .refine((n) => n <= 8 * 1024 * 1024, "at most 8MiB")
+    .default(4 * 1024 * 1024)
+    .describe("for an upload that names no piece size and states its size, pieceSize doubles up to this while the content would have more than 64 pieces (fewer GetPiece calls per byte); pieceSize or less disables; default 4MiB"),
   replicationFactor: z.number().int().min(1).max(16).default(2).describe("default replicas per piece; default 2"),
   minReplicas: z.number().int().min(1).max(16).default(2).describe("node removal refused below this; default 2"),
   mirror: z
@@ -76,6 +80,7 @@ export const contentManagerRole: RoleDefinition<ContentManagerConfig> = {
       {
         chunking: cfg.chunking,
         pieceSize: cfg.pieceSize,
+        maxAutoPieceSize: cfg.maxAutoPieceSize,
         policy: {
           rf: cfg.replicationFactor,
           minReplicas: Math.min(cfg.minReplicas, cfg.replicationFactor),

@@ -44,6 +44,19 @@ describe("ContentManagerService", () => {
       assert.ok((await collect(await c.client.download(content.contentId, { reader: "grpc" }))).equals(data));
     });
 
+    it("picks larger pieces for a large upload that names no piece size, up to maxAutoPieceSize", async () => {
+      const c = await startContentCluster(2, { manager: { pieceSize: "64KiB", maxAutoPieceSize: "256KiB" } });
+      const data = testBytes(10 * 1024 * 1024);
+      const fixed = { chunking: ChunkingMode.FIXED };
+      // 10 MiB in 64 KiB pieces would be 160 (> 64): doubled to 128 KiB (80, > 64), then to the 256 KiB cap.
+      const auto = await c.client.upload("auto", chunks(data), { ...fixed, expectedSize: BigInt(data.length) });
+      assert.equal(auto.pieceCount, 40);
+      // Size unknown, or a piece size named: as asked.
+      assert.equal((await c.client.upload("unknown", chunks(data), fixed)).pieceCount, 160);
+      assert.equal((await c.client.upload("named", chunks(data), { ...fixed, expectedSize: BigInt(data.length), pieceSize: 64 * 1024 })).pieceCount, 160);
+      assert.ok((await collect(await c.client.download(auto.contentId))).equals(data));
+    });
+
     it("places every piece on replication-factor distinct nodes and timestamps it", async () => {
       const c = await startContentCluster(4);
       const content = await c.client.upload("rf", chunks(testBytes(600_000)), { chunking: ChunkingMode.FIXED, pieceSize: PIECE, replicationFactor: 3 });

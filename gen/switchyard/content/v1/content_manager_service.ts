@@ -50,7 +50,8 @@ export interface UploadHeader {
   chunking: ChunkingMode;
   /**
    * Piece size for FIXED, average size for CONTENT_DEFINED, in bytes (64 KiB..8 MiB).
-   * 0: the manager's default (1 MiB).
+   * 0: the manager's default (1 MiB), doubled up to its maxAutoPieceSize (4 MiB) while a
+   * content of expected_size bytes would have more than 64 pieces.
    */
   pieceSize: number;
   /** Replicas per piece; 0: the policy's default. At most the number of active nodes. */
