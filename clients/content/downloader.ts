@@ -418,7 +418,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
       const target = file && sink !== undefined ? { sink, path: file.path, position: offsets[p.index] as number } : undefined;
       const piece: FetchedPiece = workers
         ? opened(await workers.fetch(address, req, signal, direct, onFallback, target), target !== undefined)
-        : await fetchStoredPiece(pool.get(address), req, signal, pool.buffers, direct ? pool.direct : undefined, onFallback);
+        : await fetchStoredPiece(address, () => pool.get(address), req, signal, pool.buffers, direct ? pool.direct : undefined, onFallback);
       const ms = performance.now() - t0;
       const mpb = ms / Math.max(1, p.storedSize) / Math.max(1, s.inflight);
       s.msPerByte = s.msPerByte === undefined ? mpb : s.msPerByte * 0.7 + mpb * 0.3;

@@ -11,45 +11,13 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import { Metadata, type MetadataValue } from "@grpc/grpc-js";
+import { Metadata } from "@grpc/grpc-js";
 import type { ChannelSettings } from "../grpc/channel.js";
 import { PieceAuthError } from "./crypto.js";
 import type { PieceFetchRequest } from "./piece-fetch.js";
-import type { FileTarget } from "./file-sink.js";
+import type { PieceTarget, WorkerError, WorkerReply, WorkerRequest } from "./worker-protocol.js";
 
-/** Main thread → worker. */
-export type WorkerRequest =
-  | { t: "fetch"; id: number; address: string; req: PieceFetchRequest; direct: boolean; out?: PieceTarget }
-  | { t: "cancel"; id: number }
-  | { t: "close"; id: number; sink: number };
-
-/** Worker → main thread. */
-export type WorkerReply =
-  | { t: "ok"; id: number; bufs: ArrayBuffer[]; fallback: boolean }
-  | { t: "err"; id: number; error: WorkerError; fallback: boolean }
-  | { t: "closed"; id: number };
-
-/** A file download's piece: written by the worker at `position` of the sink's file. */
-export type PieceTarget = FileTarget & { position: number };
-
-/** An error as it crosses from a worker: enough for parseRichError and `instanceof PieceAuthError`. */
-export interface WorkerError {
-  name: string;
-  message: string;
-  code?: number;
-  details?: string;
-  metadata?: Record<string, MetadataValue[]>;
-}
-
-/** Serializes an attempt's error (gRPC status, details and metadata kept). */
-export function encodeWorkerError(err: unknown): WorkerError {
-  const e = err as { code?: unknown; details?: unknown; metadata?: unknown };
-  const out: WorkerError = { name: err instanceof Error ? err.name : "Error", message: err instanceof Error ? err.message : String(err) };
-  if (typeof e?.code === "number") out.code = e.code;
-  if (typeof e?.details === "string") out.details = e.details;
-  if (e?.metadata instanceof Metadata) out.metadata = e.metadata.toJSON();
-  return out;
-}
+export type { PieceTarget, WorkerError, WorkerReply, WorkerRequest } from "./worker-protocol.js";
 
 /** The error again, on the main thread. */
 export function decodeWorkerError(w: WorkerError): Error {

@@ -39,13 +39,15 @@ export interface PieceFetchRequest {
 }
 
 /**
- * Receives one piece's stored bytes into a buffer from `buffers`. With `direct`
- * (plaintext channels) it reads through the direct reader first and repeats the attempt
- * through grpc-js when that could not deliver the piece (direct-piece.ts). Throws
- * PieceAuthError when the node sends more or fewer bytes than the manifest says.
+ * Receives one piece's stored bytes from the node at `address` into a buffer from
+ * `buffers`. With `direct` (plaintext channels) it reads through the direct reader first
+ * and repeats the attempt through grpc-js — `client()`, asked for only then — when that
+ * could not deliver the piece (direct-piece.ts). Throws PieceAuthError when the node
+ * sends more or fewer bytes than the manifest says.
  */
 export async function fetchStoredPiece(
-  client: DistributionNodeClient,
+  address: string,
+  client: () => DistributionNodeClient | Promise<DistributionNodeClient>,
   r: PieceFetchRequest,
   signal: AbortSignal,
   buffers: PieceBufferPool,
@@ -55,7 +57,7 @@ export async function fetchStoredPiece(
   if (r.storedSize < TAG_BYTES) throw new PieceAuthError(`piece ${r.index} is shorter than its tag`);
   const buf = buffers.take(r.storedSize);
   try {
-    const conn = direct?.get(client.address);
+    const conn = direct?.get(address);
     if (conn) {
       let got = 0;
       try {
@@ -68,7 +70,8 @@ export async function fetchStoredPiece(
       }
     }
     let got = 0;
-    for await (const chunk of client.stream({ grant: r.grant, pieceId: r.pieceId, accessTag: r.accessTag, maxBytes: r.storedSize }, { signal, deadline: r.deadline })) {
+    const grpc = await client();
+    for await (const chunk of grpc.stream({ grant: r.grant, pieceId: r.pieceId, accessTag: r.accessTag, maxBytes: r.storedSize }, { signal, deadline: r.deadline })) {
       if (got + chunk.length > r.storedSize) throw new PieceAuthError(`piece ${r.index} from ${r.nodeId} has more than the ${r.storedSize} stored bytes expected`);
       got += chunk.copy(buf, got);
     }

@@ -9,14 +9,25 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { ChannelSettings } from "../grpc/channel.js";
-import { encodeWorkerError, type WorkerReply, type WorkerRequest } from "./fetch-workers.js";
-import { NodeClientPool } from "./node-client.js";
-import { fetchStoredPiece } from "./piece-fetch.js";
+import { DirectPiecePool } from "./direct-piece.js";
 import { SinkFiles } from "./file-sink.js";
+import type { NodeClientPool } from "./node-client.js";
+import { fetchStoredPiece, PieceBufferPool } from "./piece-fetch.js";
+import { encodeWorkerError, type WorkerReply, type WorkerRequest } from "./worker-protocol.js";
 
 const port = parentPort;
 if (!port) throw new Error("piece-worker.js runs as a worker thread");
-const pool = new NodeClientPool((workerData as { channel?: ChannelSettings } | undefined)?.channel ?? {});
+const channel = (workerData as { channel?: ChannelSettings } | undefined)?.channel ?? {};
+// The direct reader serves plaintext channels; grpc-js (node-client.js) is loaded only
+// when an attempt needs it (TLS, or a piece the direct reader handed over): it and the
+// generated code are most of a worker's start-up cost.
+const direct = channel.tls ? undefined : new DirectPiecePool();
+const buffers = new PieceBufferPool();
+let grpcPool: Promise<NodeClientPool> | undefined;
+const grpcClient = (address: string): Promise<ReturnType<NodeClientPool["get"]>> => {
+  grpcPool ??= import("./node-client.js").then((m) => new m.NodeClientPool(channel));
+  return grpcPool.then((p) => p.get(address));
+};
 const running = new Map<number, AbortController>();
 const files = new SinkFiles();
 
@@ -44,7 +55,7 @@ port.on("message", (msg: WorkerRequest) => {
   running.set(msg.id, c);
   let fallback = false;
   const out = msg.out;
-  fetchStoredPiece(pool.get(msg.address), msg.req, c.signal, pool.buffers, msg.direct ? pool.direct : undefined, () => (fallback = true))
+  fetchStoredPiece(msg.address, () => grpcClient(msg.address), msg.req, c.signal, buffers, msg.direct ? direct : undefined, () => (fallback = true))
     .then(async (stored): Promise<WorkerReply> => {
       const plain = stored.open();
       if (!out) {

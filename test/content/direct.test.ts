@@ -3,7 +3,9 @@ import { createServer, type AddressInfo } from "node:net";
 import { status as Status } from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { DistributionNodeClient } from "../../clients/content/index.js";
-import { DirectPieceConnection, DirectPiecePool, DirectReadFailed } from "../../clients/content/direct-piece.js";
+import { DirectPieceConnection, DirectPiecePool, DirectReadFailed, GET_PIECE_PATH, getPieceRequestFramed } from "../../clients/content/direct-piece.js";
+import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { grpcFramed } from "../../clients/grpc/framing.js";
 import { onCleanup } from "../helpers/nodes.js";
 import { chunks, collect, startContentCluster, testBytes } from "./cluster.js";
 
@@ -80,6 +82,22 @@ describe("DirectPieceConnection", () => {
       onCleanup(() => refused.close());
       await assert.rejects(refused.fetch(req, 100, () => undefined, new AbortController().signal, Date.now() + 10_000), DirectReadFailed);
     });
+  });
+});
+
+describe("getPieceRequestFramed", () => {
+  it("encodes what the generated codec encodes, on the generated path", () => {
+    const def = DistributionNodeServiceService.getPiece;
+    assert.equal(GET_PIECE_PATH, def.path);
+    const id = "ab".repeat(32);
+    for (const req of [
+      { grant: Buffer.alloc(300, 7), pieceId: id, accessTag: Buffer.alloc(64, 9) },
+      { grant: Buffer.alloc(0), pieceId: id, accessTag: Buffer.alloc(0) },
+      { grant: Buffer.alloc(127, 1), pieceId: "", accessTag: Buffer.alloc(128, 2) },
+      { grant: Buffer.alloc(20_000, 3), pieceId: id, accessTag: Buffer.alloc(1, 4) },
+    ]) {
+      assert.deepEqual(getPieceRequestFramed(req), grpcFramed(def.requestSerialize(req)), `grant ${req.grant.length}, tag ${req.accessTag.length}`);
+    }
   });
 });
 
