@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { packageRoot } from "../../servers/runtime/paths.js";
 import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
+import { NODE_GRANT_KEYS } from "../content/cluster.js";
 
 const run = promisify(execFile);
 const cli = (): string => join(packageRoot(), "bin", "switchyard.js");
@@ -18,41 +19,39 @@ function alive(pid: number): boolean {
   }
 }
 
+/** A temporary directory with `cluster.yaml` made of `nodes` under a 3 s shutdown grace. */
+function clusterDir(nodes: string[], extra: string[] = []): { dir: string; clusterFile: string } {
+  const dir = tempDir();
+  const clusterFile = join(dir, "cluster.yaml");
+  writeFileSync(clusterFile, ["defaults:", "  shutdown: { graceMs: 3s }", "nodes:", ...nodes, ...extra].join("\n"));
+  return { dir, clusterFile };
+}
+
+/** `switchyard up` running in the background: its output so far and its exit code. */
+function startUp(clusterFile: string, dataDir: string): { up: ChildProcess; out: () => string; exited: Promise<number | null> } {
+  let out = "";
+  const up = spawn(process.execPath, [cli(), "up", "--cluster", clusterFile, "--data", dataDir], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((r) => up.once("exit", (code) => r(code)));
+  onCleanup(() => {
+    if (up.exitCode === null) up.kill("SIGKILL");
+  });
+  up.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+  up.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+  return { up, out: () => out, exited };
+}
+
 describe("switchyard CLI", () => {
   describe("up, status and Ctrl-C", () => {
     it("starts every node as its own process, reports them SERVING, reports a crash and stops the rest cleanly", async function () {
       this.timeout(60_000);
-      const dir = tempDir();
-      const clusterFile = join(dir, "cluster.yaml");
-      writeFileSync(
-        clusterFile,
-        [
-          "defaults:",
-          "  shutdown: { graceMs: 3s }",
-          "nodes:",
-          "  - { id: a, role: bare }",
-          "  - id: b",
-          "    role: bare",
-          "    config:",
-          "      node: { labels: { upstream: '${a.address}' } }",
-          "  - { id: c, role: bare }",
-          "tips:",
-          "  - 'try ${b.address}'",
-        ].join("\n"),
+      const { dir, clusterFile } = clusterDir(
+        ["  - { id: a, role: bare }", "  - id: b", "    role: bare", "    config:", "      node: { labels: { upstream: '${a.address}' } }", "  - { id: c, role: bare }"],
+        ["tips:", "  - 'try ${b.address}'"],
       );
-      let out = "";
-      const up: ChildProcess = spawn(process.execPath, [cli(), "up", "--cluster", clusterFile, "--data", join(dir, "data")], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      const exited = new Promise<number | null>((r) => up.once("exit", (code) => r(code)));
-      onCleanup(() => {
-        if (up.exitCode === null) up.kill("SIGKILL");
-      });
-      up.stdout?.on("data", (b: Buffer) => (out += b.toString()));
-      up.stderr?.on("data", (b: Buffer) => (out += b.toString()));
-      await eventually(() => out.includes("Press Ctrl-C to stop."), 30_000);
-      assert.match(out, /All 3 nodes serving/);
-      assert.match(out, /try 127\.0\.0\.1:\d+/);
+      const { up, out, exited } = startUp(clusterFile, join(dir, "data"));
+      await eventually(() => out().includes("Press Ctrl-C to stop."), 30_000);
+      assert.match(out(), /All 3 nodes serving/);
+      assert.match(out(), /try 127\.0\.0\.1:\d+/);
 
       const { stdout } = await run(process.execPath, [cli(), "status", "--data", join(dir, "data"), "--json"]);
       const rows = JSON.parse(stdout) as { id: string; health: string; address: string; info: { labels: Record<string, string>; pid: number } }[];
@@ -64,13 +63,13 @@ describe("switchyard CLI", () => {
 
       const c = rows.find((r) => r.id === "c");
       process.kill(c?.info.pid ?? -1, "SIGKILL");
-      await eventually(() => out.includes("node c exited unexpectedly"), 10_000);
+      await eventually(() => out().includes("node c exited unexpectedly"), 10_000);
       const after = await run(process.execPath, [cli(), "status", "--data", join(dir, "data"), "--json"]);
       assert.deepEqual((JSON.parse(after.stdout) as { id: string }[]).map((r) => r.id).sort(), ["a", "b"]);
 
       up.kill("SIGINT");
       assert.equal(await exited, 0);
-      assert.match(out, /All nodes stopped\./);
+      assert.match(out(), /All nodes stopped\./);
       for (const pid of pids) assert.equal(alive(pid), false, `node process ${pid} left behind`);
       assert.throws(() => readFileSync(join(dir, "data", "cluster.json")), "cluster.json removed after a clean stop");
       assert.match(readFileSync(join(dir, "data", "a", "node.log"), "utf8"), /"msg":"node stopped"/);
@@ -86,27 +85,41 @@ describe("switchyard CLI", () => {
     });
   });
 
+  describe("V8 options per role", () => {
+    it("starts a distribution node with its role's V8 options and other roles without", async function () {
+      this.timeout(60_000);
+      const { dir, clusterFile } = clusterDir([
+        "  - { id: plain, role: bare }",
+        "  - id: dn",
+        "    role: distribution-node",
+        `    config: { distributionNode: { grantKeys: [{ id: k1, publicKey: "${NODE_GRANT_KEYS[0]?.publicKey}" }] } }`,
+      ]);
+      const { up, out, exited } = startUp(clusterFile, join(dir, "data"));
+      await eventually(() => out().includes("Press Ctrl-C to stop."), 30_000);
+      const { stdout } = await run(process.execPath, [cli(), "status", "--data", join(dir, "data"), "--json"]);
+      const args = (id: string): string[] => {
+        const pid = (JSON.parse(stdout) as { id: string; info: { pid: number } }[]).find((r) => r.id === id)?.info.pid;
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      };
+      assert.ok(args("dn").includes("--max-semi-space-size=32"), args("dn").join(" "));
+      assert.ok(!args("plain").some((a) => a.startsWith("--max-semi-space-size")), args("plain").join(" "));
+      up.kill("SIGINT");
+      assert.equal(await exited, 0);
+    });
+  });
+
   describe("Ctrl-C while starting", () => {
     it("stops the nodes already started and leaves no process behind", async function () {
       this.timeout(60_000);
-      const dir = tempDir();
-      const clusterFile = join(dir, "cluster.yaml");
       const chain = ["a", "b", "c", "d", "e"].map((id, i, all) =>
         i === 0 ? `  - { id: ${id}, role: bare }` : `  - { id: ${id}, role: bare, config: { node: { labels: { up: '\${${all[i - 1]}.address}' } } } }`,
       );
-      writeFileSync(clusterFile, ["defaults:", "  shutdown: { graceMs: 3s }", "nodes:", ...chain].join("\n"));
-      let out = "";
-      const up = spawn(process.execPath, [cli(), "up", "--cluster", clusterFile, "--data", join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"] });
-      onCleanup(() => {
-        if (up.exitCode === null) up.kill("SIGKILL");
-      });
-      up.stdout?.on("data", (b: Buffer) => (out += b.toString()));
-      up.stderr?.on("data", (b: Buffer) => (out += b.toString()));
-      const exited = new Promise<number | null>((r) => up.once("exit", (code) => r(code)));
-      await eventually(() => out.includes("✓ a"), 30_000);
+      const { dir, clusterFile } = clusterDir(chain);
+      const { up, out, exited } = startUp(clusterFile, join(dir, "data"));
+      await eventually(() => out().includes("✓ a"), 30_000);
       up.kill("SIGINT");
       assert.equal(await exited, 1);
-      assert.match(out, /start interrupted/);
+      assert.match(out(), /start interrupted/);
       const { stdout } = await run("ps", ["-eo", "args"]);
       assert.equal(stdout.split("\n").filter((l) => l.includes(dir)).length, 0, "no node of this cluster is left running");
     });

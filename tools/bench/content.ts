@@ -41,6 +41,7 @@ import { stringify as toYaml } from "yaml";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { ContentClient } from "../../clients/content/index.js";
 import { nodeEntryPoint } from "../cluster/launcher.js";
+import { roleV8Flags } from "../../servers/roles.js";
 import { generateGrantKey } from "../../servers/content/grant.js";
 import { row, type BenchRow } from "./harness.js";
 
@@ -54,7 +55,8 @@ export function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ 
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${String(node["id"])}.yaml`);
   writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...cfg, node: { listen: "127.0.0.1:0", dataDir: join(dir, String(node["id"])), ...node } }));
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // With the role's V8 options, as `switchyard up` starts it.
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...roleV8Flags(String(node["role"]))] });
   return new Promise((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve({ child, address: m.address }));
     child.once("exit", (c) => reject(new Error(`node ${String(node["id"])} exited ${c}`)));

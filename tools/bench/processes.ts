@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify as toYaml } from "yaml";
+import { roleV8Flags } from "../../servers/roles.js";
 import { nodeEntryPoint } from "../cluster/launcher.js";
 
 /** A started child process and the gRPC address it serves. */
@@ -24,7 +25,9 @@ export async function startBenchNode(dir: string, config: Record<string, unknown
     file,
     toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...config, node: { listen: "127.0.0.1:0", dataDir: join(dir, id), ...(config["node"] as object) } }),
   );
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...execArgv] });
+  // With the role's V8 options, as `switchyard up` starts it.
+  const role = String((config["node"] as { role?: string }).role ?? "");
+  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...roleV8Flags(role), ...execArgv] });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("message", (m: { address: string }) => resolve(m.address));
     child.once("exit", (c) => reject(new Error(`${id} exited ${c}`)));

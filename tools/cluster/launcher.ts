@@ -9,6 +9,7 @@ import { join, resolve } from "node:path";
 import { stringify as toYaml } from "yaml";
 import type { ReadyMessage } from "../../servers/main.js";
 import { packageRoot } from "../../servers/runtime/paths.js";
+import { roleV8Flags } from "../../servers/roles.js";
 import { deepMerge, readClusterFile, referencesOf, resolveReferences, type ClusterFile, type ClusterNode } from "./cluster-file.js";
 
 /** One node as `switchyard status` finds it in <dataRoot>/cluster.json. */
@@ -106,7 +107,7 @@ export async function launchCluster(opts: LaunchOptions): Promise<Cluster> {
     const child = fork(entry, ["--config", configFile], {
       stdio: ["ignore", logFd, logFd, "ipc"],
       env: { ...process.env, ...opts.env },
-      execArgv: [],
+      execArgv: roleV8Flags(n.role),
     });
     closeSync(logFd);
     children.set(n.id, child);
