@@ -14,9 +14,23 @@ import { eventually, onCleanup, tempDir } from "../helpers/nodes.js";
 import { startPrintCluster, type PrintCluster } from "./cluster.js";
 import { startIppEvePrinter, type IppEvePrinter } from "./ippeve.js";
 
-async function finished(jobs: PrintJobsClient, name: string): Promise<PrintJob> {
-  let last;
-  for await (const j of jobs.watch(name)) last = j;
+/**
+ * The job once it ended. Gives up after `withinMs` naming the job's last state, so a job
+ * that never ends fails its test with a reason instead of the suite's timeout.
+ */
+async function finished(jobs: PrintJobsClient, name: string, withinMs = 75_000): Promise<PrintJob> {
+  let last: PrintJob | undefined;
+  const stop = new AbortController();
+  const timer = setTimeout(() => stop.abort(), withinMs);
+  try {
+    for await (const j of jobs.watch(name, stop.signal)) last = j;
+  } catch (err) {
+    if (!stop.signal.aborted) throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  const seen = last ? `${JobState[last.state]}, ${last.pagesPrinted} pages printed, ${last.errorReason} ${last.errorMessage}` : "no update";
+  assert.ok(!stop.signal.aborted, `job ${name} did not end within ${withinMs} ms; last seen: ${seen}`);
   assert.ok(last, "watch returned nothing");
   return last;
 }

@@ -132,6 +132,11 @@ export async function startIppEvePrinter(o: IppEveOptions = {}): Promise<IppEveP
         resolve({ pem, sha256: cert.fingerprint256 });
       });
       s.once("error", reject);
+      // Its first TLS connection makes the certificate; a handshake that never ends fails here, with its log.
+      s.setTimeout(20_000, () => {
+        s.destroy();
+        reject(new Error(`no TLS handshake from ippeveprinter within 20 s: ${log.slice(-2000)}`));
+      });
     });
   return { uri, ippsUri: uri.replace(/^ipp:/, "ipps:"), port, spool, log: () => log, files: () => readdirSync(spool).sort(), certificate, stop };
 }
