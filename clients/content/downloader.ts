@@ -149,6 +149,11 @@ export function downloadThreads(opts: Pick<DownloadOptions, "threads" | "workers
   return opts.workers?.threads ?? 0;
 }
 
+/** Plaintext bytes of a manifest's pieces. */
+function contentBytes(pieces: readonly ManifestPiece[]): number {
+  return pieces.reduce((n, p) => n + p.size, 0);
+}
+
 /** File writes of this thread in flight at most (file downloads without fetch workers). */
 const MAX_FILE_WRITES = 4;
 
@@ -168,7 +173,7 @@ export async function downloadManifestToFile(manifest: Manifest, path: string, o
   const out: FileOutput = { fh, path, writtenPrefix: 0 };
   try {
     const regular = (await fh.stat()).isFile();
-    if (regular) await fh.truncate(manifest.pieces.reduce((n, p) => n + p.size, 0));
+    if (regular) await fh.truncate(contentBytes(manifest.pieces));
     const s = downloadManifest(manifest, opts, out);
     try {
       for await (const _ of s) {
@@ -204,6 +209,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
     if (ownWorkers) workers.close();
   };
   const pieces = manifest.pieces;
+  const totalBytes = contentBytes(pieces);
   /** File downloads: each piece's offset in the file, and the workers' sink. */
   const offsets: number[] = [];
   if (file) pieces.reduce((off, p) => ((offsets[p.index] = off), off + p.size), 0);
@@ -216,7 +222,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
   const markWritten = (index: number): void => {
     written[index] = true;
     while (written[unwritten]) unwritten++;
-    if (file) file.writtenPrefix = unwritten < pieces.length ? (offsets[unwritten] as number) : pieces.reduce((n, p) => n + p.size, 0);
+    if (file) file.writtenPrefix = unwritten < pieces.length ? (offsets[unwritten] as number) : totalBytes;
   };
   let finishing = false;
   /** Settles once neither this thread nor a worker writes to the file any more. */
@@ -554,7 +560,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
     });
 
   const begin = async (): Promise<void> => {
-    opts.onEvent?.({ type: "start", bytes: pieces.reduce((n, p) => n + p.size, 0), pieces: pieces.length });
+    opts.onEvent?.({ type: "start", bytes: totalBytes, pieces: pieces.length });
     if (opts.probe ?? true) {
       await Promise.all(
         [...nodes.keys()].map(async (id) => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ChunkingMode, type Manifest } from "../../gen/switchyard/content/v1/content.js";
+import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { downloadManifest, downloadThreads, PieceUnavailableError, PieceWorkers } from "../../clients/content/index.js";
 import { onCleanup } from "../helpers/nodes.js";
 import { chunks, collect, startContentCluster, tamper, testBytes } from "./cluster.js";

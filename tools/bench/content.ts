@@ -30,18 +30,16 @@
  *
  * Every server is its own process (the compiled build); the client runs here.
  */
-import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync, openSync, readSync, fsyncSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { stringify as toYaml } from "yaml";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { ContentClient } from "../../clients/content/index.js";
-import { nodeEntryPoint } from "../cluster/launcher.js";
-import { roleV8Flags } from "../../servers/roles.js";
+import { startBenchNode, type BenchProcess } from "./processes.js";
 import { generateGrantKey } from "../../servers/content/grant.js";
 import { row, type BenchRow } from "./harness.js";
 
@@ -50,17 +48,10 @@ const MiB = 1024 * 1024;
 const KEY = generateGrantKey("bench");
 const TOKEN = randomBytes(16).toString("hex");
 
-export function startNode(dir: string, cfg: Record<string, unknown>): Promise<{ child: ChildProcess; address: string }> {
-  const node = cfg["node"] as Record<string, unknown>;
+/** A node from the compiled build (startBenchNode), its data folder under `dir`. */
+export function startNode(dir: string, cfg: Record<string, unknown>): Promise<BenchProcess> {
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${String(node["id"])}.yaml`);
-  writeFileSync(file, toYaml({ log: { level: "warn" }, metrics: { listen: "" }, ...cfg, node: { listen: "127.0.0.1:0", dataDir: join(dir, String(node["id"])), ...node } }));
-  // With the role's V8 options, as `switchyard up` starts it.
-  const child = fork(nodeEntryPoint(), ["--config", file], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [...process.execArgv, ...roleV8Flags(String(node["role"]))] });
-  return new Promise((resolve, reject) => {
-    child.once("message", (m: { address: string }) => resolve({ child, address: m.address }));
-    child.once("exit", (c) => reject(new Error(`node ${String(node["id"])} exited ${c}`)));
-  });
+  return startBenchNode(dir, cfg);
 }
 
 export async function cluster(dir: string, limit: number): Promise<{ client: ContentClient; children: ChildProcess[] }> {
