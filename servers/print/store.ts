@@ -452,26 +452,41 @@ export class PrintStore {
     return this.toMetafile(resultId, await this.authorised(resultId, token));
   }
 
-  /** WatchMetafile: snapshots until complete/failed; NOT_FOUND if deleted meanwhile. */
+  /**
+   * WatchMetafile: snapshots until complete/failed; NOT_FOUND if deleted meanwhile. Each
+   * round listens for the next change *before* it reads the record: a change written while
+   * the read is under way then wakes it (at worst for an unchanged snapshot), where listening
+   * after the read would miss it and wait forever.
+   */
   async *watchMetafile(resultId: string, token: string, signal: AbortSignal): AsyncGenerator<Metafile> {
-    let r = await this.authorised(resultId, token);
-    for (;;) {
-      const changed = new Promise<void>((resolve) => {
-        const on = (): void => {
-          signal.removeEventListener("abort", on);
-          this.events.removeListener(resultId, on);
+    let wake: (() => void) | undefined;
+    const listen = (): Promise<void> =>
+      new Promise<void>((resolve) => {
+        wake = (): void => {
+          signal.removeEventListener("abort", wake as () => void);
+          this.events.removeListener(resultId, wake as () => void);
+          wake = undefined;
           resolve();
         };
-        this.events.once(resultId, on);
-        signal.addEventListener("abort", on, { once: true });
+        this.events.once(resultId, wake);
+        signal.addEventListener("abort", wake, { once: true });
       });
-      yield this.toMetafile(resultId, r);
-      if (r.complete || r.failed) return;
-      await changed;
-      if (signal.aborted) return;
-      const next = await this.results.get(resultId);
-      if (!next) throw new ResultNotFoundError(resultId);
-      r = next;
+    try {
+      let changed = listen();
+      let r = await this.authorised(resultId, token);
+      for (;;) {
+        yield this.toMetafile(resultId, r);
+        if (r.complete || r.failed) return;
+        await changed;
+        if (signal.aborted) return;
+        changed = listen();
+        const next = await this.results.get(resultId);
+        if (!next) throw new ResultNotFoundError(resultId);
+        r = next;
+      }
+    } finally {
+      // Ended early (refused token, consumer gone): leave no listener behind.
+      wake?.();
     }
   }
 

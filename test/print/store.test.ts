@@ -118,4 +118,35 @@ describe("PrintStore", () => {
       await assert.rejects(plain.putPage("rn", 1, Buffer.alloc(0), 4, 5, 150, "rn-1-a.jpg"), (e: Error & { reason?: string }) => reason(e) === "SPOOL_NOT_CONFIGURED");
     });
   });
+  describe("watchMetafile", () => {
+    it("sees every change made while it reads the record: each watch ends with the finished metafile", async () => {
+      const t = 9_000_000;
+      const s = await openStore(() => t);
+      // A change that lands between the watch's read and its wait for the next change
+      // must still wake it; otherwise the watch (and the printer following it) waits forever.
+      const n = 300;
+      const watches: Promise<boolean>[] = [];
+      for (let i = 0; i < n; i++) {
+        await s.createSession(`w${i}/p`, { jobId: `w${i}`, printerId: "p" }, "tok", t);
+        await s.createResult(`w${i}/p`, `rw${i}`, 1, ColorMode.COLOR);
+        await s.putPage(`rw${i}`, 1, Buffer.from([0xff, 0xd8]), 1, 1, 72);
+      }
+      const stop = new AbortController();
+      for (let i = 0; i < n; i++) {
+        const watch = (async (): Promise<boolean> => {
+          let last = false;
+          for await (const m of s.watchMetafile(`rw${i}`, "tok", stop.signal)) last = m.complete;
+          return last;
+        })();
+        // Finish each result a little later each time, sweeping the race window.
+        const finish = i % 3 === 0 ? Promise.resolve() : new Promise<void>((r) => (i % 3 === 1 ? setImmediate(r) : queueMicrotask(r)));
+        watches.push(watch);
+        await finish.then(() => s.finishResult(`rw${i}`, false));
+      }
+      const timer = setTimeout(() => stop.abort(), 5000);
+      const ended = await Promise.all(watches);
+      clearTimeout(timer);
+      assert.equal(ended.filter((complete) => !complete).length, 0, "watches that missed the finish and waited until aborted");
+    });
+  });
 });
