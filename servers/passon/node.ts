@@ -17,7 +17,7 @@ import { AppState, DiffOutcome, type ChildState, type Hop, type InstalledApp } f
 import { dialParent } from "../../clients/passon/index.js";
 import { unary } from "../../clients/grpc/call.js";
 import { parseRichError } from "../../clients/grpc/rich-error.js";
-import { durationToMs, msToDuration } from "../../clients/grpc/duration.js";
+import { durationToMs } from "../../clients/grpc/duration.js";
 import { APP_NAME, AppRegistry, signBundle, MAX_MODULE_BYTES, type RunnableApp } from "./apps.js";
 import { checkVerifier, entitled, makeVerifier, Sessions, type UserRecord } from "./auth.js";
 import { Children, type ChildSession } from "./children.js";
