@@ -14,11 +14,21 @@ export interface ChunkerOptions {
   pieceSize: number;
 }
 
-/** Limits of content-defined pieces for an average size. */
+/**
+ * The largest piece, in plaintext bytes: stored (with its 16-byte GCM tag) it is sent in
+ * one PutPiece message, which must stay under the 16 MiB message limit of the manager and
+ * the nodes (and a node's default `maxPieceSize`). Content-defined pieces are cut here at
+ * the latest: before, a run of bytes without a cut point (zeros in a disk image or a
+ * sparse file) made pieces of 4 × the average, 16 MiB at a 4 MiB average, whose stored
+ * copy no node could take, and the upload failed.
+ */
+export const MAX_PIECE_BYTES = 16 * 1024 * 1024 - 64 * 1024;
+
+/** Limits of content-defined pieces for an average size (max: 4 × average, at most MAX_PIECE_BYTES). */
 export function cdcLimits(avg: number): { min: number; normal: number; max: number; bits: number } {
   const bits = Math.max(6, Math.floor(Math.log2(avg)));
   const a = 2 ** bits;
-  return { min: a / 4, normal: a, max: a * 4, bits };
+  return { min: a / 4, normal: a, max: Math.min(a * 4, MAX_PIECE_BYTES), bits };
 }
 
 // 256 pseudo-random 32-bit values (xorshift32 from a fixed seed): the same table

@@ -17,7 +17,7 @@ export * from "./manager-client.js";
 export * from "./downloader.js";
 export * from "./node-client.js";
 export { PieceWorkers } from "./fetch-workers.js";
-export { Chunker, cdcLimits, type ChunkerOptions } from "./chunker.js";
+export { Chunker, cdcLimits, MAX_PIECE_BYTES, type ChunkerOptions } from "./chunker.js";
 export { decryptPiece, encryptPiece, derivePieceKey, sha256Hex, PIECE_ID, PieceAuthError, TAG_BYTES } from "./crypto.js";
 
 /** Fetch workers of a file download unless its options say otherwise (on 2 or more cores). */

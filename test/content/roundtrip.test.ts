@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
-import { DistributionNodeClient } from "../../clients/content/index.js";
+import { DistributionNodeClient, MAX_PIECE_BYTES } from "../../clients/content/index.js";
 import { onCleanup } from "../helpers/nodes.js";
 import { startContentCluster, testBytes, collect, chunks } from "./cluster.js";
 
@@ -42,6 +42,19 @@ describe("ContentManagerService", () => {
       assert.equal(sizes.reduce((a, b) => a + b, 0), p.storedSize);
       assert.ok(Math.max(...sizes) < 4 * 1024 * 1024, `largest chunk ${Math.max(...sizes)} bytes`);
       assert.ok((await collect(await c.client.download(content.contentId, { reader: "grpc" }))).equals(data));
+    });
+
+    it("cuts content-defined pieces at MAX_PIECE_BYTES, so a long run of zeros with 4 MiB pieces uploads", async () => {
+      const c = await startContentCluster(2);
+      // Zeros have no cut point: every piece is as long as pieces may be. At 4 × the
+      // 4 MiB average (16 MiB) its stored copy was over the 16 MiB message limit.
+      const data = Buffer.alloc(2 * MAX_PIECE_BYTES + 12345);
+      const content = await c.client.upload("zeros", chunks(data, 1024 * 1024), { chunking: ChunkingMode.CONTENT_DEFINED, pieceSize: 4 * 1024 * 1024 });
+      const m = await c.client.manager.getManifest(content.contentId);
+      assert.deepEqual(m.pieces.map((p) => p.size), [MAX_PIECE_BYTES, MAX_PIECE_BYTES, 12345]);
+      // Convergent encryption: the two equal pieces are one stored piece.
+      assert.equal(m.pieces[0]?.pieceId, m.pieces[1]?.pieceId);
+      assert.ok((await collect(await c.client.download(content.contentId))).equals(data));
     });
 
     it("picks larger pieces for a large upload that names no piece size, up to maxAutoPieceSize", async () => {
