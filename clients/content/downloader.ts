@@ -22,6 +22,8 @@ import { writeAllAt } from "./file-sink.js";
 import { NodeClientPool } from "./node-client.js";
 import { fetchStoredPiece, type PieceFetchRequest } from "./piece-fetch.js";
 
+/** Default of DownloadOptions.windowBytes. */
+const DEFAULT_WINDOW_BYTES = 128 * 1024 * 1024;
 
 /** Options of a download. */
 export interface DownloadOptions {
@@ -29,6 +31,11 @@ export interface DownloadOptions {
   concurrency?: number;
   /** Pieces held ahead of the reader (fetched or fetching). Default 2 × concurrency. */
   window?: number;
+  /**
+   * Stored bytes held ahead of the reader at most (one piece always goes ahead). Default
+   * 128 MiB: 16 pieces of the 8 MiB a large upload gets, fewer of larger ones.
+   */
+  windowBytes?: number;
   /** Ask a second replica when a fetch takes this many times the expected time. Default 3; 0 disables hedging. */
   hedgeFactor?: number;
   /** Never hedge before this many ms. Default 300. */
@@ -193,6 +200,7 @@ export async function downloadManifestToFile(manifest: Manifest, path: string, o
 export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}, file?: FileOutput): Readable & { stats: DownloadStats } {
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const window = Math.max(concurrency, opts.window ?? concurrency * 2);
+  const windowBytes = opts.windowBytes ?? DEFAULT_WINDOW_BYTES;
   const hedgeFactor = opts.hedgeFactor ?? 3;
   const hedgeMin = opts.hedgeMinMs ?? 300;
   const hedgeInitial = opts.hedgeInitialMs ?? 1500;
@@ -252,6 +260,8 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
   const unauthentic = new Map<number, { nodes: Set<string>; err: unknown }>();
   let launched = 0;
   let emitted = 0;
+  /** Stored bytes of the pieces launched and not handed out yet. */
+  let aheadBytes = 0;
   let active = 0;
   let wantMore = true;
   let failed = false;
@@ -311,6 +321,7 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
         return;
       }
       emitted++;
+      aheadBytes -= p.storedSize;
       stats.pieces++;
       stats.bytes += p.size;
       stats.byNode[node] = (stats.byNode[node] ?? 0) + p.storedSize;
@@ -350,7 +361,13 @@ export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {},
   };
 
   const pump = (): void => {
-    while (!failed && active < concurrency && launched < pieces.length && launched < emitted + window) launch(pieces[launched++] as ManifestPiece);
+    while (!failed && active < concurrency && launched < pieces.length && launched < emitted + window) {
+      const next = pieces[launched] as ManifestPiece;
+      if (launched > emitted && aheadBytes + next.storedSize > windowBytes) break;
+      aheadBytes += next.storedSize;
+      launched++;
+      launch(next);
+    }
   };
 
   const launch = (p: ManifestPiece): void => {

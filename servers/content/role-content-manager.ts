@@ -36,8 +36,8 @@ export const contentManagerConfigSchema = z.strictObject({
   pieceSize: bytes().default(1024 * 1024).describe("default (average) piece size; default 1MiB"),
   maxAutoPieceSize: bytes()
     .refine((n) => n <= 8 * 1024 * 1024, "at most 8MiB")
-    .default(4 * 1024 * 1024)
-    .describe("for an upload that names no piece size and states its size, pieceSize doubles up to this while the content would have more than 64 pieces (fewer GetPiece calls per byte); pieceSize or less disables; default 4MiB"),
+    .default(8 * 1024 * 1024)
+    .describe("for an upload that names no piece size and states its size, pieceSize doubles up to this while the content would have more than 64 pieces (fewer GetPiece calls per byte); pieceSize or less disables; default 8MiB"),
   replicationFactor: z.number().int().min(1).max(16).default(2).describe("default replicas per piece; default 2"),
   minReplicas: z.number().int().min(1).max(16).default(2).describe("node removal refused below this; default 2"),
   mirror: z

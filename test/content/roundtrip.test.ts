@@ -57,6 +57,22 @@ describe("ContentManagerService", () => {
       assert.ok((await collect(await c.client.download(content.contentId))).equals(data));
     });
 
+    it("fetches at most windowBytes of stored bytes ahead of a reader that does not read", async () => {
+      const c = await startContentCluster(2);
+      const PIECE = 256 * 1024;
+      const data = testBytes(20 * PIECE);
+      const content = await c.client.upload("ahead", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: PIECE });
+      const served = (): number => c.nodes.reduce((n, node) => n + Number(node.role.load?.().figures?.["bytes_served"] ?? 0), 0);
+      const stream = await c.client.download(content.contentId, { concurrency: 8, window: 16, windowBytes: 3 * PIECE + 100, threads: 0 });
+      // Nothing read: the first piece waits in the stream's buffer, 3 more (256 KiB + tag
+      // each, the window) are fetched, and the download stops there. Without the byte
+      // window it would fetch 16 ahead.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(served(), 4 * (PIECE + 16));
+      const got = await collect(stream);
+      assert.ok(got.equals(data));
+    });
+
     it("picks larger pieces for a large upload that names no piece size, up to maxAutoPieceSize", async () => {
       const c = await startContentCluster(2, { manager: { pieceSize: "64KiB", maxAutoPieceSize: "256KiB" } });
       const data = testBytes(10 * 1024 * 1024);

@@ -1,6 +1,10 @@
 /**
  * `npm run bench -- content [SIZE_MIB] [LIMIT_MIB_PER_S] [--unlimited-only] [--threads=N]`:
  * the content system's throughput, each row with its anchor measured in the same run.
+ * SIZE (default 1024 MiB) is the unlimited rows' file, uploaded as `switchyard content
+ * upload` does: content-defined pieces of the size the manager picks for it (8 MiB for
+ * 1 GiB). A GiB takes ~1 s to download; with 256 MiB the start and the end of a download
+ * (pieces not all in flight yet, the last ones finishing) weighed on the rate.
  * `--unlimited-only` skips the limited rows (shorter runs while iterating); `--threads=N`
  * sets the fetch workers of the timed file downloads (default: downloadToFile's own).
  *
@@ -193,7 +197,7 @@ async function spawnHttp(file: string, rate: number): Promise<{ child: ChildProc
 export default async function content(args: string[]): Promise<BenchRow[]> {
   const flags = args.filter((a) => a.startsWith("--"));
   const positional = args.filter((a) => !a.startsWith("--"));
-  const size = Number(positional[0] ?? 256) * MiB;
+  const size = Number(positional[0] ?? 1024) * MiB;
   const limit = Number(positional[1] ?? 8) * MiB;
   const unlimitedOnly = flags.includes("--unlimited-only");
   const threadsFlag = flags.find((f) => f.startsWith("--threads="));
@@ -231,10 +235,11 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     const un = await cluster(join(dir, "unlimited"), 0);
     all.push(...un.children);
     let t0 = performance.now();
-    // 4 MiB average pieces: per-piece costs (a stream, a grant check, an index read) are
-    // paid a quarter as often as with the 1 MiB default.
-    const uc = await un.client.uploadFile(file, { chunking: ChunkingMode.CONTENT_DEFINED, pieceSize: 4 * MiB });
+    // No piece size named: the manager picks it from the stated size (uploadFile states
+    // it), as for the CLI's upload.
+    const uc = await un.client.uploadFile(file, { chunking: ChunkingMode.CONTENT_DEFINED });
     const up = size / MiB / ((performance.now() - t0) / 1000);
+    process.stderr.write(`uploaded: ${uc.pieceCount} pieces, ${(size / uc.pieceCount / MiB).toFixed(1)} MiB on average\n`);
     const nodeChildren = un.children.slice(0, 4);
     // One verified file download (byte-exact against the file's SHA-256; it also opens
     // the connections and starts the fetch workers). The stream download is verified
