@@ -15,10 +15,11 @@ import { startPrintCluster, type PrintCluster } from "./cluster.js";
 import { startIppEvePrinter, type IppEvePrinter } from "./ippeve.js";
 
 /**
- * The job once it ended. Gives up after `withinMs` naming the job's last state, so a job
- * that never ends fails its test with a reason instead of the suite's timeout.
+ * The job once it ended. Gives up after `withinMs` naming the job's last state and the
+ * end of `printer`'s log, so a job that never ends fails its test with a reason instead
+ * of the suite's timeout.
  */
-async function finished(jobs: PrintJobsClient, name: string, withinMs = 75_000): Promise<PrintJob> {
+async function finished(jobs: PrintJobsClient, name: string, printer?: IppEvePrinter, withinMs = 75_000): Promise<PrintJob> {
   let last: PrintJob | undefined;
   const stop = new AbortController();
   const timer = setTimeout(() => stop.abort(), withinMs);
@@ -30,7 +31,7 @@ async function finished(jobs: PrintJobsClient, name: string, withinMs = 75_000):
     clearTimeout(timer);
   }
   const seen = last ? `${JobState[last.state]}, ${last.pagesPrinted} pages printed, ${last.errorReason} ${last.errorMessage}` : "no update";
-  assert.ok(!stop.signal.aborted, `job ${name} did not end within ${withinMs} ms; last seen: ${seen}`);
+  assert.ok(!stop.signal.aborted, `job ${name} did not end within ${withinMs} ms; last seen: ${seen}${printer ? `\nippeveprinter:\n${printer.log().slice(-3000)}` : ""}`);
   assert.ok(last, "watch returned nothing");
   return last;
 }
@@ -92,7 +93,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const printer = await startIppEvePrinter({ command: "/usr/sbin/ippevepcl" });
       await printerFor("ipp-mono", printer.uri, false);
       const job = await jobs.submit({ requestId: "", printerId: "ipp-mono", document: { $case: "content", value: Buffer.from(await textPdf(3)) }, settings: { dpi: 150, colorMode: ColorMode.MONOCHROME, jpegQuality: 85, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
       // ippevepcl read the raster with libcups and reported job-impressions=3.
       assert.equal(done.pagesPrinted, 3);
@@ -131,7 +132,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const font = await doc.embedFont(StandardFonts.Helvetica);
       for (const [w, h] of [[612, 792], [612, 1008], [595.28, 841.89]] as const) doc.addPage([w, h]).drawText(`${w} x ${h}`, { x: 72, y: h - 100, size: 24, font });
       const job = await jobs.submit({ requestId: "", printerId: "ipp-mixed", document: { $case: "content", value: Buffer.from(await doc.save()) }, settings: { dpi: 150, colorMode: ColorMode.MONOCHROME, jpegQuality: 85, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
       assert.equal(done.pagesPrinted, 3);
       const pages = readPwg(readFileSync(join(printer.spool, printer.files().find((f) => f.endsWith(".pwg")) as string)));
@@ -151,7 +152,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const printer = await startIppEvePrinter({ color: true, command: "/usr/sbin/ippeveps" });
       await printerFor("ipp-color", printer.uri, true);
       const job = await jobs.submit({ requestId: "", printerId: "ipp-color", document: { $case: "content", value: Buffer.from(await imagePdf()) }, settings: { dpi: 100, colorMode: ColorMode.COLOR, jpegQuality: 85, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "COMPLETED", `${done.errorReason} ${done.errorMessage}\n${printer.log().slice(-3000)}`);
       assert.equal(done.pagesPrinted, 2);
       const seen = ipptoolJobs(printer);
@@ -176,7 +177,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const job = await jobs.submit({ requestId: "", printerId: "ipp-slow", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
       await eventually(() => ipptoolJobs(printer)[0]?.["job-state"] === "processing", 30_000, 200);
       await jobs.cancel(job.name);
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "CANCELLED");
       await eventually(() => ipptoolJobs(printer)[0]?.["job-state"] === "canceled", 30_000, 300);
     });
@@ -235,7 +236,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const printer = await startIppEvePrinter({ formats: "image/jpeg" });
       await printerFor("ipp-jpeg-only", printer.uri, false);
       const job = await jobs.submit({ requestId: "", printerId: "ipp-jpeg-only", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "FAILED");
       assert.equal(done.errorReason, "IPP_FORMAT_NOT_SUPPORTED");
       assert.match(done.errorMessage, /takes .*image\/jpeg, not image\/pwg-raster/);
@@ -246,7 +247,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       const printer = await startIppEvePrinter({ command: "/bin/false" });
       await printerFor("ipp-aborts", printer.uri, false);
       const job = await jobs.submit({ requestId: "", printerId: "ipp-aborts", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "FAILED");
       assert.equal(done.errorReason, "IPP_JOB_ABORTED");
       assert.equal(ipptoolJobs(printer)[0]?.["job-state"], "aborted");
@@ -257,7 +258,7 @@ describe("printer forwarding to an IPP printer (ippeveprinter)", function () {
       await printer.stop();
       await printerFor("ipp-gone", printer.uri, false);
       const job = await jobs.submit({ requestId: "", printerId: "ipp-gone", document: { $case: "content", value: Buffer.from(await textPdf(1)) }, settings: { dpi: 72, colorMode: ColorMode.MONOCHROME, jpegQuality: 80, password: "" } });
-      const done = await finished(jobs, job.name);
+      const done = await finished(jobs, job.name, printer);
       assert.equal(JobState[done.state], "FAILED");
       assert.equal(done.errorReason, "IPP_PRINTER_UNREACHABLE");
     });
