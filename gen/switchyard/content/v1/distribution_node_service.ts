@@ -1585,9 +1585,12 @@ export const DistributionNodeServiceService = {
     responseDeserialize: (value: Buffer): PutPieceResponse => PutPieceResponse.decode(value),
   },
   /**
-   * GetPiece streams one piece in chunks (at most 256 KiB each), paced by the node's
-   * bandwidth limit when configured. Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
-   * DATA_LOSS (the stored file no longer matches its hash). No side effects.
+   * GetPiece streams one piece in chunks: messages under 4 MiB (gRPC's default receive
+   * limit), of 256 KiB when the node paces to a bandwidth limit. The node does not re-hash
+   * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
+   * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
+   * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
+   * effects.
    */
   getPiece: {
     path: "/switchyard.content.v1.DistributionNodeService/GetPiece" as const,
@@ -1680,9 +1683,12 @@ export interface DistributionNodeServiceServer extends UntypedServiceImplementat
    */
   putPiece: handleUnaryCall<PutPieceRequest, PutPieceResponse>;
   /**
-   * GetPiece streams one piece in chunks (at most 256 KiB each), paced by the node's
-   * bandwidth limit when configured. Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
-   * DATA_LOSS (the stored file no longer matches its hash). No side effects.
+   * GetPiece streams one piece in chunks: messages under 4 MiB (gRPC's default receive
+   * limit), of 256 KiB when the node paces to a bandwidth limit. The node does not re-hash
+   * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
+   * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
+   * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
+   * effects.
    */
   getPiece: handleServerStreamingCall<GetPieceRequest, GetPieceResponse>;
   /**
@@ -1739,9 +1745,12 @@ export interface DistributionNodeServiceClient extends Client {
     callback: (error: ServiceError | null, response: PutPieceResponse) => void,
   ): ClientUnaryCall;
   /**
-   * GetPiece streams one piece in chunks (at most 256 KiB each), paced by the node's
-   * bandwidth limit when configured. Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
-   * DATA_LOSS (the stored file no longer matches its hash). No side effects.
+   * GetPiece streams one piece in chunks: messages under 4 MiB (gRPC's default receive
+   * limit), of 256 KiB when the node paces to a bandwidth limit. The node does not re-hash
+   * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
+   * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
+   * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
+   * effects.
    */
   getPiece(request: GetPieceRequest, options?: Partial<CallOptions>): ClientReadableStream<GetPieceResponse>;
   getPiece(
