@@ -200,7 +200,7 @@ export async function downloadManifestToFile(manifest: Manifest, path: string, o
 export function downloadManifest(manifest: Manifest, opts: DownloadOptions = {}, file?: FileOutput): Readable & { stats: DownloadStats } {
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const window = Math.max(concurrency, opts.window ?? concurrency * 2);
-  const windowBytes = opts.windowBytes ?? DEFAULT_WINDOW_BYTES;
+  const windowBytes = opts.windowBytes !== undefined && opts.windowBytes >= 0 ? opts.windowBytes : DEFAULT_WINDOW_BYTES;
   const hedgeFactor = opts.hedgeFactor ?? 3;
   const hedgeMin = opts.hedgeMinMs ?? 300;
   const hedgeInitial = opts.hedgeInitialMs ?? 1500;
