@@ -39,15 +39,31 @@ export class PieceAuthError extends Error {
   override name = "PieceAuthError";
 }
 
-/** Decrypts and authenticates a stored piece; throws PieceAuthError when it was altered. */
-export function decryptPiece(stored: Uint8Array, key: Uint8Array, nonce: Uint8Array): Buffer {
+/**
+ * Decrypts and authenticates a stored piece (ciphertext || tag) into plaintext buffers of
+ * at most `slice` bytes; throws PieceAuthError when it was altered. Small slices come from
+ * the allocator's free lists, MiB-sized outputs are fresh memory (page faults).
+ */
+export function decryptPieceSlices(stored: Uint8Array, key: Uint8Array, nonce: Uint8Array, slice: number): Buffer[] {
   if (stored.length < TAG_BYTES) throw new PieceAuthError("piece shorter than its tag");
+  const body = stored.length - TAG_BYTES;
   const d = createDecipheriv("aes-256-gcm", key, nonce);
-  d.setAuthTag(stored.subarray(stored.length - TAG_BYTES));
-  const body = d.update(stored.subarray(0, stored.length - TAG_BYTES));
+  d.setAuthTag(stored.subarray(body));
+  const plain: Buffer[] = [];
+  for (let off = 0; off < body; off += slice) {
+    const out = d.update(stored.subarray(off, Math.min(body, off + slice)));
+    if (out.length) plain.push(out);
+  }
   try {
-    return Buffer.concat([body, d.final()]);
+    const fin = d.final();
+    if (fin.length) plain.push(fin);
   } catch (err) {
     throw new PieceAuthError("piece failed authentication (altered, or wrong key)", { cause: err });
   }
+  return plain;
+}
+
+/** Decrypts and authenticates a stored piece; throws PieceAuthError when it was altered. */
+export function decryptPiece(stored: Uint8Array, key: Uint8Array, nonce: Uint8Array): Buffer {
+  return Buffer.concat(decryptPieceSlices(stored, key, nonce, Math.max(1, stored.length)));
 }

@@ -12,8 +12,7 @@
  * Used by the downloader in its own thread and by its fetch workers (piece-worker.ts),
  * which open each piece at once.
  */
-import { createDecipheriv } from "node:crypto";
-import { PieceAuthError, TAG_BYTES } from "./crypto.js";
+import { decryptPieceSlices, PieceAuthError, TAG_BYTES } from "./crypto.js";
 import { DirectReadFailed, type DirectPiecePool } from "./direct-piece.js";
 import type { DistributionNodeClient } from "./node-client.js";
 
@@ -117,19 +116,9 @@ export class StoredPiece {
 
 /** Decrypts and authenticates stored bytes (ciphertext || tag) into DECRYPT_SLICE buffers. */
 function decryptSlices(r: PieceFetchRequest, stored: Buffer): Buffer[] {
-  const body = stored.length - TAG_BYTES;
-  const d = createDecipheriv("aes-256-gcm", r.key, r.nonce);
-  d.setAuthTag(stored.subarray(body));
-  // Decrypted in slices: small output buffers come from the allocator's free lists,
-  // MiB-sized ones are fresh memory (page faults) and cost about half as much again.
-  const plain: Buffer[] = [];
-  for (let off = 0; off < body; off += DECRYPT_SLICE) {
-    const out = d.update(stored.subarray(off, Math.min(body, off + DECRYPT_SLICE)));
-    if (out.length) plain.push(out);
-  }
+  let plain: Buffer[];
   try {
-    const fin = d.final();
-    if (fin.length) plain.push(fin);
+    plain = decryptPieceSlices(stored, r.key, r.nonce, DECRYPT_SLICE);
   } catch (err) {
     throw new PieceAuthError(`piece ${r.index} from ${r.nodeId} failed authentication (tampered or corrupt)`, { cause: err });
   }

@@ -97,6 +97,9 @@ interface HistoryRec {
   peer: string;
 }
 
+/** Largest piece size an upload may name (and the manager may pick). */
+export const MAX_PIECE_SIZE_SETTING = 8 * 1024 * 1024;
+
 /** Pieces a content may have before an upload without a piece size gets larger ones. */
 const AUTO_PIECES = 64;
 
@@ -476,7 +479,7 @@ export class Manager {
     if (h.chunking === ChunkingMode.UNRECOGNIZED) throw badField("header.chunking", "unknown chunking mode", "BAD_CHUNKING");
     const chunking = h.chunking === ChunkingMode.FIXED ? "fixed" : h.chunking === ChunkingMode.CONTENT_DEFINED ? "content-defined" : this.opts.chunking;
     const pieceSize = h.pieceSize || this.autoPieceSize(Number(h.expectedSize));
-    if (pieceSize < 64 * 1024 || pieceSize > 8 * 1024 * 1024) throw badField("header.piece_size", "between 64 KiB and 8 MiB", "BAD_PIECE_SIZE");
+    if (pieceSize < 64 * 1024 || pieceSize > MAX_PIECE_SIZE_SETTING) throw badField("header.piece_size", "between 64 KiB and 8 MiB", "BAD_PIECE_SIZE");
     const rf = h.replicationFactor || this.policy.rf;
     if (rf > 16) throw badField("header.replication_factor", "at most 16", "BAD_REPLICATION_FACTOR");
     return { chunking, pieceSize, rf, minRank: h.minSecurityRank, expected: Number(h.expectedSize) };

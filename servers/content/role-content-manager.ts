@@ -12,7 +12,7 @@ import type { RoleDefinition } from "../runtime/role.js";
 import { bytes, duration, hostPort } from "../runtime/units.js";
 import { ContentAuthError, ContentPermissionError } from "./errors.js";
 import { GrantSigner, grantPrivateKeysSchema } from "./grant.js";
-import { Manager, type Caller } from "./manager.js";
+import { Manager, MAX_PIECE_SIZE_SETTING, type Caller } from "./manager.js";
 
 /** What a token may do. */
 const PERMISSIONS = ["upload", "download", "admin", "register"] as const;
@@ -35,8 +35,8 @@ export const contentManagerConfigSchema = z.strictObject({
   chunking: z.enum(["fixed", "content-defined"]).default("content-defined").describe("default chunking; default content-defined"),
   pieceSize: bytes().default(1024 * 1024).describe("default (average) piece size; default 1MiB"),
   maxAutoPieceSize: bytes()
-    .refine((n) => n <= 8 * 1024 * 1024, "at most 8MiB")
-    .default(8 * 1024 * 1024)
+    .refine((n) => n <= MAX_PIECE_SIZE_SETTING, "at most 8MiB")
+    .default(MAX_PIECE_SIZE_SETTING)
     .describe("for an upload that names no piece size and states its size, pieceSize doubles up to this while the content would have more than 64 pieces (fewer GetPiece calls per byte); pieceSize or less disables; default 8MiB"),
   replicationFactor: z.number().int().min(1).max(16).default(2).describe("default replicas per piece; default 2"),
   minReplicas: z.number().int().min(1).max(16).default(2).describe("node removal refused below this; default 2"),

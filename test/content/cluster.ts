@@ -6,6 +6,7 @@ import { contentManagerRole } from "../../servers/content/role-content-manager.j
 import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
 import type { Manager } from "../../servers/content/manager.js";
 import { ContentClient } from "../../clients/content/index.js";
+import { ChunkingMode, type ManifestPiece } from "../../gen/switchyard/content/v1/content.js";
 import { onCleanup, startTestNode } from "../helpers/nodes.js";
 
 /** The manager's Ed25519 grant key (tests only). */
@@ -84,6 +85,21 @@ export function tamper(c: ContentCluster, nodeId: string, pieceId: string): void
   const at = Math.floor(b.length / 2);
   b[at] = (b[at] ?? 0) ^ 0xff;
   writeFileSync(path, b);
+}
+
+/**
+ * Six 64 KiB fixed pieces on a 2-node cluster, with one replica of piece 1 tampered (a
+ * download fails over to the other); tamper every replica of piece 0 to make it fail.
+ */
+export async function contentWithTamperedReplica(): Promise<{ c: ContentCluster; data: Buffer; contentId: string; p0: ManifestPiece }> {
+  const c = await startContentCluster(2);
+  const data = testBytes(6 * 64 * 1024);
+  const content = await c.client.upload("tampered", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
+  const m = await c.client.manager.getManifest(content.contentId);
+  const [p0, p1] = m.pieces;
+  if (!p0 || !p1) throw new Error("expected 6 pieces");
+  tamper(c, p1.replicas[0]?.nodeId as string, p1.pieceId);
+  return { c, data, contentId: content.contentId, p0 };
 }
 
 /** Collects a Readable into one Buffer. */

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { PieceUnavailableError, PieceWorkers } from "../../clients/content/index.js";
 import { onCleanup } from "../helpers/nodes.js";
-import { chunks, startContentCluster, tamper, testBytes } from "./cluster.js";
+import { chunks, contentWithTamperedReplica, startContentCluster, tamper, testBytes } from "./cluster.js";
 
 const dir = (): string => mkdtempSync(join(tmpdir(), "switchyard-file-download-"));
 
@@ -33,24 +33,18 @@ describe("content downloader", () => {
     });
 
     it("read the intact replica when one is tampered, and fail naming the authentication when all are", async () => {
-      const c = await startContentCluster(2);
-      const data = testBytes(6 * 64 * 1024);
-      const content = await c.client.upload("ft", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
-      const m = await c.client.manager.getManifest(content.contentId);
-      const [p0, p1] = m.pieces;
-      assert.ok(p0 && p1);
-      tamper(c, p1.replicas[0]?.nodeId as string, p1.pieceId);
+      const { c, data, contentId, p0 } = await contentWithTamperedReplica();
       const out = join(dir(), "t.bin");
       for (const threads of [0, 2]) {
         const failovers: string[] = [];
-        await c.client.downloadToFile(content.contentId, out, { threads, hedgeFactor: 0, onEvent: (e) => e.type === "failover" && failovers.push(e.error) });
+        await c.client.downloadToFile(contentId, out, { threads, hedgeFactor: 0, onEvent: (e) => e.type === "failover" && failovers.push(e.error) });
         assert.ok(readFileSync(out).equals(data), `threads ${threads}`);
         assert.ok(failovers.every((e) => /failed authentication/.test(e)), failovers.join("\n"));
       }
       for (const r of p0.replicas) tamper(c, r.nodeId, p0.pieceId);
       for (const threads of [0, 2]) {
         await assert.rejects(
-          c.client.downloadToFile(content.contentId, out, { threads, maxRounds: 1 }),
+          c.client.downloadToFile(contentId, out, { threads, maxRounds: 1 }),
           (err: Error) => err instanceof PieceUnavailableError && /could not be fetched intact/.test(err.message) && /failed authentication/.test(err.message),
         );
         // Piece 0 was never written, so the file is cut back to nothing (no zeros standing in for it).

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { downloadManifest, downloadThreads, PieceUnavailableError, PieceWorkers } from "../../clients/content/index.js";
 import { onCleanup } from "../helpers/nodes.js";
-import { chunks, collect, startContentCluster, tamper, testBytes } from "./cluster.js";
+import { chunks, collect, contentWithTamperedReplica, startContentCluster, tamper, testBytes } from "./cluster.js";
 
 describe("content downloader", () => {
   describe("fetch workers", () => {
@@ -31,21 +31,15 @@ describe("content downloader", () => {
     });
 
     it("reads the intact replica when one is tampered, and names the failed authentication when all are", async () => {
-      const c = await startContentCluster(2);
-      const data = testBytes(6 * 64 * 1024);
-      const content = await c.client.upload("wt", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 64 * 1024 });
-      const m = await c.client.manager.getManifest(content.contentId);
-      const [p0, p1] = m.pieces;
-      assert.ok(p0 && p1);
-      // p1: one replica tampered → a failover (when it was asked first), intact bytes.
-      tamper(c, p1.replicas[0]?.nodeId as string, p1.pieceId);
+      // Piece 1: one replica tampered → a failover (when it was asked first), intact bytes.
+      const { c, data, contentId, p0 } = await contentWithTamperedReplica();
       const failovers: string[] = [];
-      const s = await c.client.download(content.contentId, { threads: 2, hedgeFactor: 0, onEvent: (e) => e.type === "failover" && failovers.push(e.error) });
+      const s = await c.client.download(contentId, { threads: 2, hedgeFactor: 0, onEvent: (e) => e.type === "failover" && failovers.push(e.error) });
       assert.ok((await collect(s)).equals(data));
       assert.ok(failovers.every((e) => /failed authentication/.test(e)), failovers.join("\n"));
       // p0: every replica tampered → the download fails with the authentication error.
       for (const r of p0.replicas) tamper(c, r.nodeId, p0.pieceId);
-      const bad = await c.client.download(content.contentId, { threads: 2, maxRounds: 1 });
+      const bad = await c.client.download(contentId, { threads: 2, maxRounds: 1 });
       await assert.rejects(collect(bad), (err: Error) => err instanceof PieceUnavailableError && /failed authentication/.test(err.message));
     });
 

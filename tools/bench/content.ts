@@ -252,7 +252,7 @@ export default async function content(args: string[]): Promise<BenchRow[]> {
     // Warm-up: the rounds measure a warm client and warm nodes, as in a large download or
     // a long-lived client. The first downloads of a fresh process run while V8 still
     // optimizes the per-piece code of the workers and nodes (each handles a few dozen
-    // pieces per 256 MiB); without this, round 1 was the slowest of 3 in every run.
+    // pieces per download); without this, round 1 was the slowest of 3 in every run.
     for (let i = 0; i < 3; i++) await downloadFile(un.client, uc.contentId, "/dev/null", [], threads);
     // Disk write: the same bytes, streamed to a file and fsynced.
     t0 = performance.now();
