@@ -184,3 +184,15 @@ export function parseRichError(err: unknown): RichStatus {
 export function errorReason(err: unknown): string | undefined {
   return parseRichError(err).errorInfo?.reason;
 }
+
+/** A gRPC-style error (what a call would have failed with) from a google.rpc.Status
+ * carried in a message (an error per request on a stream: PassOn, GetPieces). */
+export function errorFromRpcStatus(st: RpcStatus): ServiceError {
+  const metadata = new Metadata();
+  metadata.set(STATUS_DETAILS_KEY, Buffer.from(RpcStatus.encode(st).finish()));
+  const err = new Error(`${st.code} ${Status[st.code] ?? ""}: ${st.message}`) as ServiceError;
+  err.code = st.code;
+  err.details = st.message;
+  err.metadata = metadata;
+  return err;
+}

@@ -9,7 +9,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { status as Status } from "@grpc/grpc-js";
 import type { RoleContext, RoleInstance } from "../runtime/role.js";
 import { packageRoot } from "../runtime/paths.js";
-import { DeadlineExceededError, InvalidArgumentError, FailedPreconditionError, NotFoundError, SwitchyardError } from "../runtime/errors.js";
+import { DeadlineExceededError, InvalidArgumentError, FailedPreconditionError, NotFoundError, rpcStatusFromError, SwitchyardError } from "../runtime/errors.js";
 import { AppGatewayServiceService, type InvokeRequest, type InvokeResponse, type ListAppsResponse, type AvailableApp } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
 import { ControlServiceService, type PassOnResponse, type Command, type DiffResult, type Status as ChildStatus } from "../../gen/switchyard/passon/v1/control_service.js";
 import { MaintenanceServiceService, InstallAppResponse } from "../../gen/switchyard/passon/v1/maintenance_service.js";
@@ -39,7 +39,7 @@ import { NodeKey, TrustDirectory } from "./keys.js";
 import { convert, DataCache, GroupCommit, IdSource, Ledger, MasterData, Outbox, type StoredDiff, type StoredRecord, type UserData } from "./ledger.js";
 import { Sandbox, SandboxBusyError } from "./sandbox.js";
 import { keysFromProto, keysToProto, Uplink } from "./uplink.js";
-import { PassOnLink, PassOnUnsupportedError, rpcStatusFromError } from "./passon-stream.js";
+import { PassOnLink, PassOnUnsupportedError } from "./passon-stream.js";
 import { ResourceExhaustedError } from "../runtime/errors.js";
 
 /** The three roles. */

@@ -21,10 +21,8 @@ import type { Logger } from "pino";
 import type { ControlServiceClient } from "../../gen/switchyard/passon/v1/control_service.js";
 import type { PassOnRequest, PassOnResponse } from "../../gen/switchyard/passon/v1/control_service.js";
 import type { InvokeRequest, InvokeResponse } from "../../gen/switchyard/passon/v1/app_gateway_service.js";
-import { Status as RpcStatus } from "../../gen/google/rpc/status.js";
-import { STATUS_DETAILS_KEY } from "../../clients/grpc/rich-error.js";
+import { errorFromRpcStatus } from "../../clients/grpc/rich-error.js";
 import { msToDuration } from "../../clients/grpc/duration.js";
-import { toServiceError } from "../runtime/errors.js";
 
 /** Requests larger than this go as unary calls (a big message would hold up the small ones behind it on the stream). */
 export const STREAM_MAX_REQUEST = 64 * 1024;
@@ -40,32 +38,6 @@ interface Pending {
   resolve: (r: InvokeResponse) => void;
   reject: (e: unknown) => void;
   timer: NodeJS.Timeout | undefined;
-}
-
-/** A gRPC-style error (what a unary call would have rejected with) from a google.rpc.Status. */
-export function errorFromRpcStatus(st: RpcStatus): ServiceError {
-  const metadata = new Metadata();
-  metadata.set(STATUS_DETAILS_KEY, Buffer.from(RpcStatus.encode(st).finish()));
-  const err = new Error(`${st.code} ${Status[st.code] ?? ""}: ${st.message}`) as ServiceError;
-  err.code = st.code;
-  err.details = st.message;
-  err.metadata = metadata;
-  return err;
-}
-
-/** The google.rpc.Status a handler error would have produced as Invoke's status and details trailer. */
-export function rpcStatusFromError(err: unknown, log: Logger, method: string): RpcStatus {
-  const se = toServiceError(err, log, method);
-  const raw = se.metadata?.get(STATUS_DETAILS_KEY)[0];
-  let details: RpcStatus["details"] = [];
-  if (raw instanceof Buffer) {
-    try {
-      details = RpcStatus.decode(raw).details;
-    } catch {
-      details = [];
-    }
-  }
-  return { code: se.code ?? Status.UNKNOWN, message: se.details ?? se.message, details };
 }
 
 function streamError(code: Status, message: string): ServiceError {

@@ -7,7 +7,8 @@
 import { randomUUID } from "node:crypto";
 import { status as Status, type ServiceError } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { richServiceError, type FieldViolation, type RichErrorDetails } from "../../clients/grpc/rich-error.js";
+import { richServiceError, STATUS_DETAILS_KEY, type FieldViolation, type RichErrorDetails } from "../../clients/grpc/rich-error.js";
+import { Status as RpcStatus } from "../../gen/google/rpc/status.js";
 
 /** Options every domain error takes. */
 export interface ErrorOptions {
@@ -177,4 +178,23 @@ export function toServiceError(err: unknown, log: Logger, method: string): Servi
   return richServiceError(Status.UNKNOWN, `internal error (error id ${errorId})`, {
     errorInfo: { reason: "INTERNAL_ERROR", domain: "switchyard", metadata: { errorId } },
   });
+}
+
+/**
+ * The google.rpc.Status a handler error would have produced as a call's status and
+ * details trailer: for answers that carry a status inside a message (an error per
+ * request on a stream: PassOn, GetPieces).
+ */
+export function rpcStatusFromError(err: unknown, log: Logger, method: string): RpcStatus {
+  const se = toServiceError(err, log, method);
+  const raw = se.metadata?.get(STATUS_DETAILS_KEY)[0];
+  let details: RpcStatus["details"] = [];
+  if (raw instanceof Buffer) {
+    try {
+      details = RpcStatus.decode(raw).details;
+    } catch {
+      details = [];
+    }
+  }
+  return { code: se.code ?? Status.UNKNOWN, message: se.details ?? se.message, details };
 }
