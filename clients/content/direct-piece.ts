@@ -1,5 +1,5 @@
 /**
- * The downloader's direct GetPiece reader: a minimal HTTP/2 client over a plain TCP
+ * The downloader's direct piece reader: a minimal HTTP/2 client over a plain TCP
  * socket that reads with `net.Socket`'s `onread` into one reused buffer and hands each
  * piece's bytes to the caller as views of that buffer, so the caller decrypts them where
  * they landed. Node's `http2` allocates a fresh ArrayBuffer for every socket read and
@@ -7,13 +7,16 @@
  * full collection every ~20 MiB downloaded (docs/content.md). This reader allocates
  * nothing per byte.
  *
+ * It reads pieces over GetPieces calls kept open (lanes, see DirectPieceConnection), and
+ * over one GetPiece call per piece from nodes without GetPieces.
+ *
  * It only does the fast path. It never decodes a header block (it does not keep an HPACK
- * table): success is a stream that delivered exactly the piece's stored bytes, which the
- * caller then authenticates with the GCM tag — whatever the trailers say, those bytes are
- * the piece. Anything else (a refused or reset stream, trailers without the bytes, a
- * connection that closes or sends GOAWAY, a compressed message) rejects with
- * `DirectReadFailed`, and the caller repeats the attempt through grpc-js, which reports the
- * node's status with its details (GRANT_EXPIRED, NOT_FOUND, UNAVAILABLE, ...). Plaintext
+ * table) nor a status: success is exactly the piece's stored bytes, delimited as the
+ * method says, which the caller then authenticates with the GCM tag — whatever the
+ * trailers say, those bytes are the piece. Anything else (a piece answered with an error,
+ * a refused or reset stream, trailers without the bytes, a connection that closes or sends
+ * GOAWAY, a compressed message) rejects with `DirectReadFailed`, and the caller repeats
+ * the attempt through grpc-js, which reports the node's status with its details (GRANT_EXPIRED, NOT_FOUND, UNAVAILABLE, ...). Plaintext
  * channels only; with TLS the downloader uses grpc-js.
  */
 import { connect, type Socket } from "node:net";
@@ -25,15 +28,17 @@ import { H2, H2_FLAG, h2Cancel, h2ClientStart, h2Frame, h2GrpcRequestHeaders, h2
 // (~90 of ~130 ms CPU). The request encoding and the path are checked against the
 // generated code in test/content/direct.test.ts.
 
-/** DistributionNodeService.GetPiece's HTTP/2 path. */
+/** DistributionNodeService.GetPiece's and GetPieces' HTTP/2 paths. */
 export const GET_PIECE_PATH = "/switchyard.content.v1.DistributionNodeService/GetPiece";
+export const GET_PIECES_PATH = "/switchyard.content.v1.DistributionNodeService/GetPieces";
 /** gRPC status codes the reader reports itself. */
 const CANCELLED = 1;
 const DEADLINE_EXCEEDED = 4;
 
 /**
- * A GetPieceRequest (1: grant, 2: piece_id, 3: access_tag) as a gRPC length-prefixed
- * message, fields in number order and empty ones left out, as protobuf encoders write it.
+ * A GetPieceRequest or GetPiecesRequest (the same fields: 1: grant, 2: piece_id,
+ * 3: access_tag) as a gRPC length-prefixed message, fields in number order and empty
+ * ones left out, as protobuf encoders write it.
  */
 export function getPieceRequestFramed(req: { grant: Uint8Array; pieceId: string; accessTag: Uint8Array }): Buffer {
   const id = Buffer.from(req.pieceId, "utf8");
@@ -74,15 +79,34 @@ const CONNECTION_TOP_UP = 256 * 1024 * 1024;
 const { DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY } = H2;
 const { END_STREAM, ACK, PADDED } = H2_FLAG;
 
-/** One piece stream's parser state: gRPC message prefix, then GetPieceResponse fields. */
-interface PieceStream {
-  id: number;
+/** One piece being read: where its bytes go and how it ends. */
+interface PieceRead {
   /** Called with views of the read buffer holding the piece's stored bytes, in order. */
   onData: (buf: Buffer, start: number, end: number) => void;
   maxBytes: number;
   got: number;
+  /** On a lane: the piece's first message (its size or its error) was seen. */
+  started: boolean;
+  /** The stream it is read on. */
+  stream: PieceStream;
+  /** The framed GetPieceRequest (kept to ask again by GetPiece when a lane is refused). */
+  request: Buffer;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+/**
+ * One HTTP/2 stream: a GetPieces call kept open for piece after piece (a lane), or, on a
+ * node without GetPieces, one GetPiece call. Parser state: gRPC message prefix, then the
+ * response's fields (1: data, 2: total_size, 3: error).
+ */
+interface PieceStream {
+  id: number;
+  lane: boolean;
+  /** The piece being read; undefined while a lane is idle. */
+  read: PieceRead | undefined;
+  /** Pieces a lane answered (bytes or an error). */
+  answered: number;
   unconsumed: number;
   // gRPC message framing
   prefix: Buffer;
@@ -94,14 +118,28 @@ interface PieceStream {
   shift: number;
   field: number;
   left: number;
+  // fields of the current message that delimit a lane's pieces
+  msgTotal: number;
+  msgError: boolean;
 }
 
-/** One HTTP/2 connection to a node, carrying GetPiece streams. */
+/**
+ * One HTTP/2 connection to a node. Pieces go over lanes: GetPieces calls that stay open,
+ * each reading one piece at a time, so a piece costs one request message instead of a
+ * call (headers, trailers and a call's setup on both sides). A piece never waits behind
+ * another: a fetch takes an idle lane or opens one. A node that ends a lane before it
+ * answered anything (a node without GetPieces answers UNIMPLEMENTED) gets one GetPiece
+ * call per piece from then on.
+ */
 export class DirectPieceConnection {
   private readonly socket: Socket;
   private readonly streams = new Map<number, PieceStream>();
   private nextId = 1;
   private consumed = 0;
+  /** Pieces being read (the socket keeps the process alive only while there are some). */
+  private reading = 0;
+  /** Use GetPieces lanes (until the node shows it has no GetPieces). */
+  private lanes = true;
   /** No new streams (GOAWAY, error or close). */
   closed = false;
   // frame parser
@@ -128,9 +166,15 @@ export class DirectPieceConnection {
     this.socket.on("close", () => this.shut(`connection to ${address} closed`));
   }
 
+  /** True while pieces go over GetPieces lanes (false once the node showed it has none). */
+  get usesLanes(): boolean {
+    return this.lanes;
+  }
+
   /**
    * Asks for a piece; `onData` gets its stored bytes as views of the read buffer (use
-   * them before returning). Resolves when the stream ended cleanly after `maxBytes` bytes.
+   * them before returning). Resolves once exactly `maxBytes` bytes arrived and the node
+   * marked the piece complete.
    */
   fetch(
     req: { grant: Uint8Array; pieceId: string; accessTag: Uint8Array },
@@ -140,50 +184,45 @@ export class DirectPieceConnection {
     deadline: number,
   ): Promise<void> {
     if (this.closed) return Promise.reject(new DirectReadFailed(`connection to ${this.address} is closed`));
-    const id = this.nextId;
-    this.nextId += 2;
-    if (this.nextId > 0x7fffffff) this.closed = true; // stream ids exhausted: next fetch opens a new connection
+    let s = this.lanes ? this.idleLane() : undefined;
+    const opening = !s;
+    s ??= this.openStream(this.lanes);
+    if (!s) return Promise.reject(new DirectReadFailed(`connection to ${this.address} has no stream ids left`));
+    const stream = s;
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const done = (): void => {
+      const finish = (): void => {
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
-        this.streams.delete(id);
-        // The socket keeps the process alive only while a piece is being read.
-        if (this.streams.size === 0) this.socket.unref();
+        read.stream.read = undefined;
+        if (!read.stream.lane) this.streams.delete(read.stream.id);
+        if (--this.reading === 0) this.socket.unref();
       };
       const cancel = (err: Error): void => {
-        if (!this.streams.has(id)) return;
-        done();
-        if (!this.socket.destroyed) this.socket.write(h2Cancel(id));
+        if (read.stream.read !== read) return;
+        finish();
+        this.drop(read.stream);
         reject(err);
       };
       const onAbort = (): void => cancel(Object.assign(new Error("attempt cancelled"), { code: CANCELLED, details: "attempt cancelled" }));
-      const st: PieceStream = {
-        id,
+      const read: PieceRead = {
         onData,
         maxBytes,
         got: 0,
+        started: false,
+        stream,
+        request: getPieceRequestFramed(req),
         resolve: () => {
-          done();
+          finish();
           resolve();
         },
         reject: (err) => {
-          done();
+          finish();
           reject(err);
         },
-        unconsumed: 0,
-        prefix: Buffer.alloc(5),
-        prefixGot: 0,
-        msgLeft: 0,
-        state: "key",
-        varint: 0,
-        shift: 1,
-        field: 0,
-        left: 0,
       };
-      this.streams.set(id, st);
-      this.socket.ref();
+      stream.read = read;
+      if (this.reading++ === 0) this.socket.ref();
       if (signal.aborted) {
         onAbort();
         return;
@@ -196,8 +235,15 @@ export class DirectPieceConnection {
         this.close();
       }, Math.max(0, deadline - Date.now()));
       timer.unref();
-      this.socket.write(Buffer.concat([h2GrpcRequestHeaders(id, this.address, GET_PIECE_PATH), h2Frame(DATA, END_STREAM, id, getPieceRequestFramed(req))]));
+      this.send(read, opening);
     });
+  }
+
+  /** Writes a read's request on its stream (with the call's headers when the stream is new). */
+  private send(read: PieceRead, opening: boolean): void {
+    const s = read.stream;
+    const request = h2Frame(DATA, s.lane ? 0 : END_STREAM, s.id, read.request);
+    this.socket.write(opening ? Buffer.concat([h2GrpcRequestHeaders(s.id, this.address, s.lane ? GET_PIECES_PATH : GET_PIECE_PATH), request]) : request);
   }
 
   /** Closes the connection; running streams fail over to grpc-js. */
@@ -206,10 +252,71 @@ export class DirectPieceConnection {
     this.socket.destroy();
   }
 
+  private idleLane(): PieceStream | undefined {
+    for (const s of this.streams.values()) if (s.lane && !s.read) return s;
+    return undefined;
+  }
+
+  private openStream(lane: boolean): PieceStream | undefined {
+    const id = this.nextId;
+    if (id > 0x7fffffff) {
+      this.closed = true; // stream ids exhausted: the next fetch opens a new connection
+      return undefined;
+    }
+    this.nextId += 2;
+    const s: PieceStream = {
+      id,
+      lane,
+      read: undefined,
+      answered: 0,
+      unconsumed: 0,
+      prefix: Buffer.alloc(5),
+      prefixGot: 0,
+      msgLeft: 0,
+      state: "key",
+      varint: 0,
+      shift: 1,
+      field: 0,
+      left: 0,
+      msgTotal: 0,
+      msgError: false,
+    };
+    this.streams.set(id, s);
+    return s;
+  }
+
+  /** Resets a stream the client gives up (its bytes still arriving are ignored). */
+  private drop(s: PieceStream): void {
+    if (!this.streams.delete(s.id)) return;
+    if (!this.socket.destroyed) this.socket.write(h2Cancel(s.id));
+  }
+
+  /** The node ended or reset a stream: its piece in progress goes to grpc-js. */
+  private ended(s: PieceStream, why: string): void {
+    this.streams.delete(s.id);
+    const r = s.read;
+    // A lane refused before it answered anything: the node has no GetPieces (or refuses
+    // it). Its piece, and every later one on this connection, go by GetPiece.
+    if (s.lane && s.answered === 0) {
+      this.lanes = false;
+      const again = r && r.got === 0 && !this.closed ? this.openStream(false) : undefined;
+      if (r && again) {
+        again.read = r;
+        r.stream = again;
+        this.send(r, true);
+        return;
+      }
+    }
+    r?.reject(new DirectReadFailed(why));
+  }
+
   private shut(why: string): void {
     this.closed = true;
     const err = new DirectReadFailed(why);
-    for (const st of [...this.streams.values()]) st.reject(err);
+    for (const s of [...this.streams.values()]) {
+      this.streams.delete(s.id);
+      s.read?.reject(err);
+    }
   }
 
   /** Parses what one read put in the buffer; true = keep reading. */
@@ -293,22 +400,51 @@ export class DirectPieceConnection {
       // No new streams here; streams above the last id were not processed.
       this.closed = true;
       const last = this.control && this.control.length >= 4 ? this.control.readUInt32BE(0) & 0x7fffffff : 0;
-      for (const st of [...this.streams.values()]) if (st.id > last) st.reject(new DirectReadFailed(`${this.address} sent GOAWAY`));
-      if (this.streams.size === 0) this.socket.end();
+      for (const st of [...this.streams.values()]) {
+        if (st.id > last) this.ended(st, `${this.address} sent GOAWAY`);
+        else if (!st.read) this.drop(st); // an idle lane
+      }
+      if (this.reading === 0) this.socket.end();
     } else if (type === RST_STREAM) {
-      this.streams.get(sid)?.reject(new DirectReadFailed(`${this.address} reset the stream`));
+      const st = this.streams.get(sid);
+      if (st) this.ended(st, `${this.address} reset the stream`);
     }
     if ((type === DATA || type === HEADERS) && (flags & END_STREAM) !== 0) {
       const st = this.streams.get(sid);
-      if (st) {
-        if (st.got === st.maxBytes && st.msgLeft === 0 && st.prefixGot === 0) st.resolve();
-        else st.reject(new DirectReadFailed(`${this.address} ended piece stream ${sid} after ${st.got} of ${st.maxBytes} bytes`));
-      }
-      if (this.closed && this.streams.size === 0) this.socket.end();
+      const r = st?.read;
+      if (st && !st.lane && r && r.got === r.maxBytes && st.msgLeft === 0 && st.prefixGot === 0) r.resolve();
+      else if (st) this.ended(st, `${this.address} ended piece stream ${sid}${r ? ` after ${r.got} of ${r.maxBytes} bytes` : ""}`);
+      if (this.closed && this.reading === 0) this.socket.end();
     }
   }
 
-  /** gRPC messages of one stream: 5-byte prefix, then GetPieceResponse (1: data, 2: total_size). */
+  /**
+   * The end of one response message. On a lane, the first message of a piece carries its
+   * size (checked against the manifest's) or its error, and the piece is complete once
+   * all its bytes arrived; a GetPiece stream's piece completes with the stream.
+   */
+  private messageEnd(s: PieceStream): void {
+    if (!s.lane) return;
+    const r = s.read;
+    if (!r) throw new Error(`a message on idle GetPieces stream ${s.id}`);
+    if (!r.started) {
+      r.started = true;
+      if (s.msgError) {
+        if (r.got > 0) throw new Error("a GetPieces error with piece bytes");
+        // This piece only: grpc-js repeats the attempt and reports the node's status.
+        s.answered++;
+        r.reject(new DirectReadFailed(`${this.address} answered an error for the piece`));
+        return;
+      }
+      if (s.msgTotal !== r.maxBytes) throw new Error(`a piece of ${s.msgTotal} stored bytes where ${r.maxBytes} were expected`);
+    } else if (s.msgError || s.msgTotal !== 0) throw new Error(`a GetPieces message out of order on stream ${s.id}`);
+    if (r.got === r.maxBytes) {
+      s.answered++;
+      r.resolve();
+    }
+  }
+
+  /** gRPC messages of one stream: 5-byte prefix, then the response (1: data, 2: total_size, 3: error). */
   private streamBytes(st: PieceStream, buf: Buffer, from: number, to: number): void {
     let i = from;
     while (i < to) {
@@ -324,20 +460,26 @@ export class DirectPieceConnection {
         st.state = "key";
         st.varint = 0;
         st.shift = 1;
+        st.msgTotal = 0;
+        st.msgError = false;
+        if (st.msgLeft === 0) this.messageEnd(st);
         continue;
       }
       const end = Math.min(to, i + st.msgLeft);
       if (st.state === "data" || st.state === "skip") {
         const k = Math.min(st.left, end - i);
         if (st.state === "data") {
-          if (st.got + k > st.maxBytes) throw new Error(`more than ${st.maxBytes} bytes for one piece`);
-          st.onData(buf, i, i + k);
-          st.got += k;
+          const r = st.read;
+          if (!r) throw new Error(`piece bytes on idle GetPieces stream ${st.id}`);
+          if (r.got + k > r.maxBytes) throw new Error(`more than ${r.maxBytes} bytes for one piece`);
+          r.onData(buf, i, i + k);
+          r.got += k;
         }
         st.left -= k;
         st.msgLeft -= k;
         i += k;
         if (st.left === 0) st.state = "key";
+        if (st.msgLeft === 0) this.messageEnd(st);
         continue;
       }
       // a varint byte: a field key, a length, or a varint field's value
@@ -346,7 +488,10 @@ export class DirectPieceConnection {
       st.varint += (b & 0x7f) * st.shift;
       st.shift *= 128;
       if (st.shift > 2 ** 63) throw new Error("varint too long");
-      if (b >= 0x80) continue;
+      if (b >= 0x80) {
+        if (st.msgLeft === 0) throw new Error("truncated piece response");
+        continue;
+      }
       const v = st.varint;
       st.varint = 0;
       st.shift = 1;
@@ -358,14 +503,20 @@ export class DirectPieceConnection {
         else if (wire === 1 || wire === 5) {
           st.state = "skip";
           st.left = wire === 1 ? 8 : 4;
-        } else throw new Error(`wire type ${wire} in GetPieceResponse`);
+        } else throw new Error(`wire type ${wire} in a piece response`);
       } else if (st.state === "len") {
         if (v > st.msgLeft) throw new Error("field longer than its message");
+        if (st.field === 3) st.msgError = true;
         st.left = v;
-        st.state = st.field === 1 ? "data" : "skip";
-        if (v === 0) st.state = "key";
-      } else st.state = "key"; // a varint field (total_size): not needed
-      if (st.msgLeft === 0 && st.state !== "key") throw new Error("truncated GetPieceResponse");
+        st.state = v === 0 ? "key" : st.field === 1 ? "data" : "skip";
+      } else {
+        if (st.field === 2) st.msgTotal = v;
+        st.state = "key";
+      }
+      if (st.msgLeft === 0) {
+        if (st.state !== "key") throw new Error("truncated piece response");
+        this.messageEnd(st);
+      }
     }
   }
 }

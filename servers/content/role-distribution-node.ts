@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
-import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { DistributionNodeServiceService, GetPiecesResponse, type GetPieceRequest, type GetPieceResponse, type GetPiecesRequest } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 import { PIECE_ID, sha256Hex } from "../../clients/content/crypto.js";
 import { NodeClientPool } from "../../clients/content/node-client.js";
 import { ContentManagerClient } from "../../clients/content/manager-client.js";
@@ -18,8 +18,11 @@ import { badField, ContentNotFoundError, NodeFullError, NodeUnavailableError, Pi
 import { GrantVerifier, grantPublicKeysSchema } from "./grant.js";
 import { Pacer } from "./pacer.js";
 import { ChunkPool, PieceStore, PieceTruncatedError } from "./piece-store.js";
-import { framed, serializePieceResponse } from "../../clients/content/piece-wire.js";
-import { openDirectStream } from "../runtime/direct-write.js";
+import { framed, serializePieceResponse, type EncodedPieceResponse } from "../../clients/content/piece-wire.js";
+import { grpcFramed } from "../../clients/grpc/framing.js";
+import { rpcStatusFromError } from "../runtime/errors.js";
+import { openDirectStream, type DirectStream } from "../runtime/direct-write.js";
+import type { StreamSink } from "../runtime/service.js";
 
 // Paced nodes send small chunks so pacing stays smooth. Unpaced ones send the largest
 // messages every gRPC client takes by default (4 MiB, grpc.max_receive_message_length in
@@ -28,6 +31,16 @@ import { openDirectStream } from "../runtime/direct-write.js";
 // by about a quarter against 1 MiB ones (docs/content.md).
 const PACED_CHUNK_BYTES = 256 * 1024;
 const CHUNK_BYTES = 4 * 1024 * 1024 - 4096;
+const GET_PIECES_METHOD = DistributionNodeServiceService.getPieces.path;
+const EMPTY = Buffer.alloc(0);
+
+/** Hands one pre-encoded chunk to the call; `done` runs once the transport took it. */
+type ChunkWriter = (msg: EncodedPieceResponse & { encoded: Buffer }, done: (err?: Error | null) => void) => void;
+
+/** GetPieces' serializer: chunks come pre-encoded (same fields as GetPieceResponse), errors are encoded here. */
+function serializePiecesResponse(v: GetPiecesResponse & EncodedPieceResponse): Buffer {
+  return v.encoded ?? Buffer.from(GetPiecesResponse.encode(v).finish());
+}
 
 /** Options of a distribution node (section `distributionNode`). */
 export const distributionNodeConfigSchema = z.strictObject({
@@ -75,9 +88,74 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
       }
     };
 
+    /** Checks a piece request's grant and access tag; the piece's record, or the error to answer. */
+    const openPiece = async (req: GetPieceRequest | GetPiecesRequest): Promise<{ size: number }> => {
+      const { claims, kid } = grants.verify(req.grant, ["read", "manage"]);
+      checkId(req.pieceId);
+      if (claims.scope === "read") grants.checkTag(claims, kid, req.pieceId, req.accessTag);
+      const rec = await pieces.get(req.pieceId);
+      if (!rec) throw new ContentNotFoundError("piece", req.pieceId, "PIECE_NOT_FOUND");
+      return rec;
+    };
+    /**
+     * Sends a piece's `size` stored bytes through `write` in chunks. No re-hash here: the
+     * downloader authenticates every piece (AES-GCM under a key nodes never see) and peers
+     * re-hash what they copy; HasPieces(verify) and the repair pass check files at rest.
+     * Chunks go out as complete gRPC messages from pooled buffers, given back once the
+     * stream is done with them; two messages may be in flight, so reading the next chunk
+     * overlaps sending this one.
+     */
+    const sendPiece = async (id: string, size: number, signal: AbortSignal, write: ChunkWriter): Promise<void> => {
+      streaming++;
+      const inflight: Promise<void>[] = [];
+      try {
+        for await (const msg of pieces.readResponses(id, chunkBytes, size, chunkPool)) {
+          await pacer.take(msg.data.length, signal);
+          if (signal.aborted) throw signal.reason;
+          const sent = new Promise<void>((resolve, reject) => {
+            // grpc-js never calls back for a message written after the call was
+            // cancelled: the abort settles it instead (the buffer is then dropped).
+            const onAbort = (): void => reject(signal.reason);
+            signal.addEventListener("abort", onAbort, { once: true });
+            write(msg, (err) => {
+              signal.removeEventListener("abort", onAbort);
+              if (err) reject(err);
+              else {
+                chunkPool.give(msg.buffer);
+                resolve();
+              }
+            });
+          });
+          sent.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+          inflight.push(sent);
+          served += msg.data.length;
+          if (inflight.length >= 2) await inflight.shift();
+        }
+        await Promise.all(inflight);
+      } catch (err) {
+        if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${id} is shorter than recorded`);
+        throw err;
+      } finally {
+        streaming--;
+      }
+    };
+
+    /**
+     * How a piece call's chunks reach the client: as complete gRPC messages straight to
+     * its HTTP/2 stream when that is safe (servers/runtime/direct-write.ts), else through grpc-js.
+     */
+    const writerFor = (sink: StreamSink<GetPieceResponse>): { direct: DirectStream | undefined; write: ChunkWriter } => {
+      const direct = openDirectStream(sink.call);
+      return { direct, write: direct ? (msg, done) => direct.write(framed(msg), done) : (msg, done) => sink.write(msg, done) };
+    };
+
     // GetPiece responses are encoded by hand: the payload is read from disk into the
     // message buffer, so a chunk is not copied on its way to grpc-js.
-    const definition = { ...DistributionNodeServiceService, getPiece: { ...DistributionNodeServiceService.getPiece, responseSerialize: serializePieceResponse } };
+    const definition = {
+      ...DistributionNodeServiceService,
+      getPiece: { ...DistributionNodeServiceService.getPiece, responseSerialize: serializePieceResponse },
+      getPieces: { ...DistributionNodeServiceService.getPieces, responseSerialize: serializePiecesResponse },
+    };
     const service = ctx.implement(definition, {
       putPiece: async (req) => {
         grants.verify(req.grant, ["manage"]);
@@ -87,52 +165,27 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         return { created, storedAt: new Date(rec?.storedAt ?? Date.now()) };
       },
       getPiece: async (req, sink, call) => {
-        const { claims, kid } = grants.verify(req.grant, ["read", "manage"]);
-        checkId(req.pieceId);
-        if (claims.scope === "read") grants.checkTag(claims, kid, req.pieceId, req.accessTag);
-        const rec = await pieces.get(req.pieceId);
-        if (!rec) throw new ContentNotFoundError("piece", req.pieceId, "PIECE_NOT_FOUND");
-        // No re-hash here: the downloader authenticates every piece (AES-GCM under a key
-        // nodes never see) and peers re-hash what they copy; HasPieces(verify) and the
-        // repair pass check files at rest.
-        streaming++;
-        // Chunks go to the HTTP/2 stream as complete gRPC messages (servers/runtime/direct-write.ts), from
-        // pooled buffers given back once the stream is done with them; two messages may
-        // be in flight per stream, so reading the next chunk overlaps sending this one.
-        const inflight: Promise<void>[] = [];
+        const rec = await openPiece(req);
+        await sendPiece(req.pieceId, rec.size, call.signal, writerFor(sink).write);
+      },
+      getPieces: async (requests, sink, call) => {
         const signal = call.signal;
-        const direct = openDirectStream(sink.call);
-        try {
-          for await (const msg of pieces.readResponses(req.pieceId, chunkBytes, rec.size, chunkPool)) {
-            await pacer.take(msg.data.length, signal);
-            if (signal.aborted) throw signal.reason;
-            const sent = new Promise<void>((resolve, reject) => {
-              // grpc-js never calls back for a message written after the call was
-              // cancelled: the abort settles it instead (the buffer is then dropped).
-              const onAbort = (): void => reject(signal.reason);
-              signal.addEventListener("abort", onAbort, { once: true });
-              const done = (err?: Error | null): void => {
-                signal.removeEventListener("abort", onAbort);
-                if (err) reject(err);
-                else {
-                  chunkPool.give(msg.buffer);
-                  resolve();
-                }
-              };
-              if (direct) direct.write(framed(msg), done);
-              else sink.write(msg, done);
-            });
-            sent.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
-            inflight.push(sent);
-            served += msg.data.length;
-            if (inflight.length >= 2) await inflight.shift();
+        const { direct, write } = writerFor(sink);
+        // A message built whole (an error, an empty piece), after everything written before it.
+        const sendWhole = (m: GetPiecesResponse): Promise<void> => (direct ? direct.send(grpcFramed(GetPiecesResponse.encode(m).finish())) : sink.send(m));
+        for await (const req of requests) {
+          let rec: { size: number };
+          try {
+            rec = await openPiece(req);
+          } catch (err) {
+            if (signal.aborted) throw err;
+            // This piece's status, in place of its bytes; the call goes on.
+            await sendWhole({ data: EMPTY, totalSize: 0, error: rpcStatusFromError(err, ctx.log, GET_PIECES_METHOD) });
+            continue;
           }
-          await Promise.all(inflight);
-        } catch (err) {
-          if (err instanceof PieceTruncatedError) throw new PieceCorruptError(`stored piece ${req.pieceId} is shorter than recorded`);
-          throw err;
-        } finally {
-          streaming--;
+          // A piece of zero bytes is one message with neither size nor error.
+          if (rec.size === 0) await sendWhole({ data: EMPTY, totalSize: 0 });
+          else await sendPiece(req.pieceId, rec.size, signal, write);
         }
       },
       hasPieces: async (req) => {

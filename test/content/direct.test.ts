@@ -1,13 +1,30 @@
 import assert from "node:assert/strict";
 import { createServer, type AddressInfo } from "node:net";
-import { status as Status } from "@grpc/grpc-js";
+import {
+  credentials,
+  Server,
+  ServerCredentials,
+  status as Status,
+  type ServerDuplexStream,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { ChunkingMode } from "../../gen/switchyard/content/v1/content.js";
 import { DistributionNodeClient } from "../../clients/content/index.js";
-import { DirectPieceConnection, DirectPiecePool, DirectReadFailed, GET_PIECE_PATH, getPieceRequestFramed } from "../../clients/content/direct-piece.js";
-import { DistributionNodeServiceService } from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { DirectPieceConnection, DirectPiecePool, DirectReadFailed, GET_PIECE_PATH, GET_PIECES_PATH, getPieceRequestFramed } from "../../clients/content/direct-piece.js";
+import {
+  DistributionNodeServiceClient,
+  DistributionNodeServiceService,
+  type GetPieceRequest,
+  type GetPieceResponse,
+  type GetPiecesRequest,
+  type GetPiecesResponse,
+} from "../../gen/switchyard/content/v1/distribution_node_service.js";
+import { errorFromRpcStatus, parseRichError } from "../../clients/grpc/rich-error.js";
+import { GrantSigner } from "../../servers/content/grant.js";
 import { grpcFramed } from "../../clients/grpc/framing.js";
 import { onCleanup } from "../helpers/nodes.js";
-import { chunks, collect, startContentCluster, testBytes } from "./cluster.js";
+import { chunks, collect, GRANT_KEYS, startContentCluster, testBytes } from "./cluster.js";
 
 describe("DirectPieceConnection", () => {
   describe("fetch", () => {
@@ -55,6 +72,7 @@ describe("DirectPieceConnection", () => {
       let n = 0;
       await direct.fetch({ grant: m.grant?.token as Uint8Array, pieceId: p1.pieceId, accessTag: p1.accessTag }, p1.storedSize, (_b, s, e) => (n += e - s), signal, deadline);
       assert.equal(n, p1.storedSize);
+      assert.ok(direct.usesLanes, "a piece's error does not end its lane");
     });
 
     it("fails its streams with DirectReadFailed when the connection closes or is refused, and gives up a silent one at the deadline", async () => {
@@ -85,10 +103,166 @@ describe("DirectPieceConnection", () => {
   });
 });
 
+/**
+ * A node stand-in serving fixed pieces, counting its calls: with `getPieces` false it is a
+ * node from before GetPieces (grpc-js answers UNIMPLEMENTED). Pieces go out in messages of
+ * at most 1000 bytes, the first with the piece's size.
+ */
+async function fakeNode(pieces: Map<string, Buffer>, getPieces: boolean): Promise<{ address: string; calls: { getPiece: number; getPieces: number } }> {
+  const calls = { getPiece: 0, getPieces: 0 };
+  const messages = (data: Buffer): GetPiecesResponse[] => {
+    const out: GetPiecesResponse[] = [{ data: data.subarray(0, 1000), totalSize: data.length }];
+    for (let at = 1000; at < data.length; at += 1000) out.push({ data: data.subarray(at, at + 1000), totalSize: 0 });
+    return out;
+  };
+  const server = new Server();
+  const impl: UntypedServiceImplementation = {
+    getPiece: (call: ServerWritableStream<GetPieceRequest, GetPieceResponse>) => {
+      calls.getPiece++;
+      for (const m of messages(pieces.get(call.request.pieceId) ?? Buffer.alloc(0))) call.write(m);
+      call.end();
+    },
+  };
+  if (getPieces) {
+    impl["getPieces"] = (call: ServerDuplexStream<GetPiecesRequest, GetPiecesResponse>) => {
+      calls.getPieces++;
+      call.on("data", (req: GetPiecesRequest) => {
+        for (const m of messages(pieces.get(req.pieceId) ?? Buffer.alloc(0))) call.write(m);
+      });
+      call.on("end", () => call.end());
+    };
+  }
+  server.addService(DistributionNodeServiceService, impl);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  onCleanup(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+  return { address: `127.0.0.1:${port}`, calls };
+}
+
+describe("DirectPieceConnection lanes", () => {
+  const pieces = new Map<string, Buffer>([
+    ["a".repeat(64), testBytes(5_500, 1)],
+    ["b".repeat(64), testBytes(999, 2)],
+    ["c".repeat(64), Buffer.alloc(0)],
+    ["d".repeat(64), testBytes(1000, 3)],
+  ]);
+  const read = async (conn: DirectPieceConnection, id: string): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    const want = pieces.get(id) as Buffer;
+    const req = { grant: Buffer.alloc(0), pieceId: id, accessTag: Buffer.alloc(0) };
+    await conn.fetch(req, want.length, (b, s, e) => parts.push(Buffer.from(b.subarray(s, e))), new AbortController().signal, Date.now() + 10_000);
+    return Buffer.concat(parts);
+  };
+
+  it("reads piece after piece on one GetPieces call, and opens one more per piece read at the same time", async () => {
+    const node = await fakeNode(pieces, true);
+    const conn = new DirectPieceConnection(node.address);
+    onCleanup(() => conn.close());
+    for (let round = 0; round < 3; round++) {
+      for (const [id, data] of pieces) assert.ok((await read(conn, id)).equals(data), `piece ${id[0]}, round ${round}`);
+    }
+    assert.deepEqual(node.calls, { getPiece: 0, getPieces: 1 });
+    // Four at once: four lanes (the idle one reused), never a piece queued behind another.
+    const ids = [...pieces.keys()];
+    const got = await Promise.all(ids.map((id) => read(conn, id)));
+    got.forEach((b, i) => assert.ok(b.equals(pieces.get(ids[i] as string) as Buffer)));
+    assert.deepEqual(node.calls, { getPiece: 0, getPieces: 4 });
+    assert.ok(conn.usesLanes);
+  });
+
+  it("reads from a node without GetPieces by GetPiece, the first piece included", async () => {
+    const node = await fakeNode(pieces, false);
+    const conn = new DirectPieceConnection(node.address);
+    onCleanup(() => conn.close());
+    for (const [id, data] of pieces) assert.ok((await read(conn, id)).equals(data), `piece ${id[0]}`);
+    assert.equal(conn.usesLanes, false);
+    assert.deepEqual(node.calls, { getPiece: pieces.size, getPieces: 0 });
+  });
+
+  it("gives a piece whose size differs from the expected one to grpc-js", async () => {
+    const node = await fakeNode(pieces, true);
+    const conn = new DirectPieceConnection(node.address);
+    onCleanup(() => conn.close());
+    const req = { grant: Buffer.alloc(0), pieceId: "b".repeat(64), accessTag: Buffer.alloc(0) };
+    await assert.rejects(conn.fetch(req, 1000, () => undefined, new AbortController().signal, Date.now() + 10_000), DirectReadFailed);
+  });
+});
+
+describe("DistributionNodeService.GetPieces", () => {
+  it("answers requests in order with each piece's bytes or its own error, and ends OK after the client half-closed", async () => {
+    const c = await startContentCluster(1, { manager: { replicationFactor: 1, minReplicas: 1 } });
+    const data = testBytes(2 * 1024 * 1024 + 5);
+    const content = await c.client.upload("gp", chunks(data), { chunking: ChunkingMode.FIXED, pieceSize: 1024 * 1024 });
+    const m = await c.client.manager.getManifest(content.contentId);
+    const [p0, p1, p2] = m.pieces;
+    assert.ok(p0 && p1 && p2);
+    const address = p0.replicas[0]?.address as string;
+    const grant = Buffer.from(m.grant?.token as Uint8Array);
+    const manage = Buffer.from(new GrantSigner(GRANT_KEYS).manage("test"));
+    const node = new DistributionNodeClient(address);
+    onCleanup(() => node.close());
+    const stub = new DistributionNodeServiceClient(address, credentials.createInsecure());
+    onCleanup(() => stub.close());
+    const call = stub.getPieces();
+    const requests = [
+      { grant, pieceId: p0.pieceId, accessTag: Buffer.from(p0.accessTag) },
+      { grant, pieceId: p1.pieceId, accessTag: Buffer.from(p0.accessTag) }, // p0's tag: not this piece's
+      { grant: manage, pieceId: "f".repeat(64), accessTag: Buffer.alloc(0) }, // no such piece
+      { grant: Buffer.from("not a grant"), pieceId: p2.pieceId, accessTag: Buffer.from(p2.accessTag) },
+      { grant, pieceId: p2.pieceId, accessTag: Buffer.from(p2.accessTag) },
+      { grant, pieceId: p1.pieceId, accessTag: Buffer.from(p1.accessTag) },
+    ];
+    for (const r of requests) call.write(r);
+    call.end();
+    const messages: GetPiecesResponse[] = [];
+    await new Promise<void>((resolve, reject) => {
+      call.on("data", (msg: GetPiecesResponse) => messages.push(msg));
+      call.on("error", reject);
+      call.on("status", (st: { code: number }) => (st.code === Status.OK ? resolve() : reject(new Error(`status ${st.code}`))));
+    });
+    // Split the messages into answers: each starts with a size or an error.
+    const answers: { bytes?: Buffer; error?: ReturnType<typeof parseRichError> }[] = [];
+    let left = 0;
+    let parts: Buffer[] = [];
+    for (const msg of messages) {
+      if (left === 0) {
+        assert.equal(parts.length, 0);
+        if (msg.error) {
+          answers.push({ error: parseRichError(errorFromRpcStatus(msg.error)) });
+          continue;
+        }
+        left = msg.totalSize;
+        assert.ok(left > 0);
+      } else assert.equal(msg.totalSize, 0);
+      parts.push(Buffer.from(msg.data));
+      left -= msg.data.length;
+      assert.ok(left >= 0);
+      if (left === 0) {
+        answers.push({ bytes: Buffer.concat(parts) });
+        parts = [];
+      }
+    }
+    assert.equal(answers.length, requests.length);
+    const expect = async (i: number, p: typeof p0): Promise<void> => {
+      const want = await node.get({ grant, pieceId: p.pieceId, accessTag: p.accessTag, maxBytes: p.storedSize });
+      assert.ok(answers[i]?.bytes?.equals(want), `answer ${i}`);
+    };
+    await expect(0, p0);
+    assert.equal(answers[1]?.error?.code, Status.PERMISSION_DENIED);
+    assert.equal(answers[1]?.error?.errorInfo?.reason, "ACCESS_TAG_INVALID");
+    assert.equal(answers[2]?.error?.code, Status.NOT_FOUND);
+    assert.equal(answers[2]?.error?.errorInfo?.reason, "PIECE_NOT_FOUND");
+    assert.equal(answers[3]?.error?.code, Status.UNAUTHENTICATED);
+    assert.equal(answers[3]?.error?.errorInfo?.reason, "GRANT_INVALID");
+    await expect(4, p2);
+    await expect(5, p1);
+  });
+});
+
 describe("getPieceRequestFramed", () => {
-  it("encodes what the generated codec encodes, on the generated path", () => {
+  it("encodes what the generated codec encodes, on the generated paths", () => {
     const def = DistributionNodeServiceService.getPiece;
     assert.equal(GET_PIECE_PATH, def.path);
+    assert.equal(GET_PIECES_PATH, DistributionNodeServiceService.getPieces.path);
     const id = "ab".repeat(32);
     for (const req of [
       { grant: Buffer.alloc(300, 7), pieceId: id, accessTag: Buffer.alloc(64, 9) },
@@ -97,6 +271,7 @@ describe("getPieceRequestFramed", () => {
       { grant: Buffer.alloc(20_000, 3), pieceId: id, accessTag: Buffer.alloc(1, 4) },
     ]) {
       assert.deepEqual(getPieceRequestFramed(req), grpcFramed(def.requestSerialize(req)), `grant ${req.grant.length}, tag ${req.accessTag.length}`);
+      assert.deepEqual(getPieceRequestFramed(req), grpcFramed(DistributionNodeServiceService.getPieces.requestSerialize(req)), "as GetPiecesRequest");
     }
   });
 });

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -21,6 +23,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { Status } from "../../../google/rpc/status.js";
 
 /** PutPieceRequest carries one piece. */
 export interface PutPieceRequest {
@@ -56,6 +59,36 @@ export interface GetPieceResponse {
   data: Buffer;
   /** Total stored size of the piece (set on the first chunk). */
   totalSize: number;
+}
+
+/**
+ * GetPiecesRequest names the next piece to serve on a GetPieces call (the same fields,
+ * with the same numbers, as GetPieceRequest).
+ */
+export interface GetPiecesRequest {
+  /** A READ grant (from a manifest) or a MANAGE grant. */
+  grant: Buffer;
+  /** The piece id. */
+  pieceId: string;
+  /** The piece's access tag from the manifest (READ grants only). */
+  accessTag: Buffer;
+}
+
+/**
+ * GetPiecesResponse is one message of GetPieces: a chunk of the piece being served, the
+ * first one announcing the piece's size, or the error for a piece that cannot be served.
+ */
+export interface GetPiecesResponse {
+  /** Next bytes of the current piece, in order (as GetPieceResponse.data). */
+  data: Buffer;
+  /** Total stored size of the piece: set on its first message only. */
+  totalSize: number;
+  /**
+   * Set (alone) when the requested piece cannot be served: its status code, message and
+   * details (ErrorInfo reason) as GetPiece would have failed with. The next message
+   * belongs to the next request.
+   */
+  error?: Status | undefined;
 }
 
 /** HasPiecesRequest lists pieces to look for. */
@@ -536,6 +569,222 @@ export const GetPieceResponse: MessageFns<GetPieceResponse> = {
     const message = createBaseGetPieceResponse();
     message.data = object.data ?? Buffer.alloc(0);
     message.totalSize = object.totalSize ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetPiecesRequest(): GetPiecesRequest {
+  return { grant: Buffer.alloc(0), pieceId: "", accessTag: Buffer.alloc(0) };
+}
+
+export const GetPiecesRequest: MessageFns<GetPiecesRequest> = {
+  encode(message: GetPiecesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.grant.length !== 0) {
+      writer.uint32(10).bytes(message.grant);
+    }
+    if (message.pieceId !== "") {
+      writer.uint32(18).string(message.pieceId);
+    }
+    if (message.accessTag.length !== 0) {
+      writer.uint32(26).bytes(message.accessTag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPiecesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPiecesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.grant = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pieceId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.accessTag = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPiecesRequest {
+    return {
+      grant: isSet(object.grant) ? Buffer.from(bytesFromBase64(object.grant)) : Buffer.alloc(0),
+      pieceId: isSet(object.pieceId)
+        ? globalThis.String(object.pieceId)
+        : isSet(object.piece_id)
+        ? globalThis.String(object.piece_id)
+        : "",
+      accessTag: isSet(object.accessTag)
+        ? Buffer.from(bytesFromBase64(object.accessTag))
+        : isSet(object.access_tag)
+        ? Buffer.from(bytesFromBase64(object.access_tag))
+        : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: GetPiecesRequest): unknown {
+    const obj: any = {};
+    if (message.grant.length !== 0) {
+      obj.grant = base64FromBytes(message.grant);
+    }
+    if (message.pieceId !== "") {
+      obj.pieceId = message.pieceId;
+    }
+    if (message.accessTag.length !== 0) {
+      obj.accessTag = base64FromBytes(message.accessTag);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPiecesRequest>, I>>(base?: I): GetPiecesRequest {
+    return GetPiecesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPiecesRequest>, I>>(object: I): GetPiecesRequest {
+    const message = createBaseGetPiecesRequest();
+    message.grant = object.grant ?? Buffer.alloc(0);
+    message.pieceId = object.pieceId ?? "";
+    message.accessTag = object.accessTag ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseGetPiecesResponse(): GetPiecesResponse {
+  return { data: Buffer.alloc(0), totalSize: 0, error: undefined };
+}
+
+export const GetPiecesResponse: MessageFns<GetPiecesResponse> = {
+  encode(message: GetPiecesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.totalSize !== 0) {
+      writer.uint32(16).uint32(message.totalSize);
+    }
+    if (message.error !== undefined) {
+      Status.encode(message.error, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPiecesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPiecesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.totalSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.error = Status.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPiecesResponse {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      totalSize: isSet(object.totalSize)
+        ? globalThis.Number(object.totalSize)
+        : isSet(object.total_size)
+        ? globalThis.Number(object.total_size)
+        : 0,
+      error: isSet(object.error) ? Status.fromJSON(object.error) : undefined,
+    };
+  },
+
+  toJSON(message: GetPiecesResponse): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.totalSize !== 0) {
+      obj.totalSize = Math.round(message.totalSize);
+    }
+    if (message.error !== undefined) {
+      obj.error = Status.toJSON(message.error);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPiecesResponse>, I>>(base?: I): GetPiecesResponse {
+    return GetPiecesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPiecesResponse>, I>>(object: I): GetPiecesResponse {
+    const message = createBaseGetPiecesResponse();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.totalSize = object.totalSize ?? 0;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? Status.fromPartial(object.error)
+      : undefined;
     return message;
   },
 };
@@ -1602,6 +1851,28 @@ export const DistributionNodeServiceService = {
     responseDeserialize: (value: Buffer): GetPieceResponse => GetPieceResponse.decode(value),
   },
   /**
+   * GetPieces serves many pieces on one call, for downloaders that read a node's pieces
+   * one after another: each request on the stream names a piece (as in GetPiece), and the
+   * node answers the requests in order, one piece after another, each as a run of
+   * messages. The first message of a piece carries its `total_size` (left out for a piece
+   * of zero bytes) or, when the piece cannot be served, its `error`; then `data` follows
+   * until `total_size` bytes were sent, and the next message starts the next piece. A
+   * piece's error (the statuses and reasons GetPiece would return: grant, access tag,
+   * NOT_FOUND, DATA_LOSS) ends only that piece; the call goes on. The node ends the call
+   * with OK after the client half-closed and every piece was answered. Saves per piece
+   * what GetPiece pays per call: a call's headers, trailers and setup on both sides.
+   * Servers without it answer UNIMPLEMENTED; use GetPiece then. No side effects.
+   */
+  getPieces: {
+    path: "/switchyard.content.v1.DistributionNodeService/GetPieces" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: GetPiecesRequest): Buffer => Buffer.from(GetPiecesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPiecesRequest => GetPiecesRequest.decode(value),
+    responseSerialize: (value: GetPiecesResponse): Buffer => Buffer.from(GetPiecesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPiecesResponse => GetPiecesResponse.decode(value),
+  },
+  /**
    * HasPieces says which of the given pieces the node holds; with `verify` it re-reads
    * and hashes each one (slow). Errors: INVALID_ARGUMENT (more than 10 000 ids, bad id).
    * No side effects.
@@ -1692,6 +1963,20 @@ export interface DistributionNodeServiceServer extends UntypedServiceImplementat
    */
   getPiece: handleServerStreamingCall<GetPieceRequest, GetPieceResponse>;
   /**
+   * GetPieces serves many pieces on one call, for downloaders that read a node's pieces
+   * one after another: each request on the stream names a piece (as in GetPiece), and the
+   * node answers the requests in order, one piece after another, each as a run of
+   * messages. The first message of a piece carries its `total_size` (left out for a piece
+   * of zero bytes) or, when the piece cannot be served, its `error`; then `data` follows
+   * until `total_size` bytes were sent, and the next message starts the next piece. A
+   * piece's error (the statuses and reasons GetPiece would return: grant, access tag,
+   * NOT_FOUND, DATA_LOSS) ends only that piece; the call goes on. The node ends the call
+   * with OK after the client half-closed and every piece was answered. Saves per piece
+   * what GetPiece pays per call: a call's headers, trailers and setup on both sides.
+   * Servers without it answer UNIMPLEMENTED; use GetPiece then. No side effects.
+   */
+  getPieces: handleBidiStreamingCall<GetPiecesRequest, GetPiecesResponse>;
+  /**
    * HasPieces says which of the given pieces the node holds; with `verify` it re-reads
    * and hashes each one (slow). Errors: INVALID_ARGUMENT (more than 10 000 ids, bad id).
    * No side effects.
@@ -1758,6 +2043,25 @@ export interface DistributionNodeServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GetPieceResponse>;
+  /**
+   * GetPieces serves many pieces on one call, for downloaders that read a node's pieces
+   * one after another: each request on the stream names a piece (as in GetPiece), and the
+   * node answers the requests in order, one piece after another, each as a run of
+   * messages. The first message of a piece carries its `total_size` (left out for a piece
+   * of zero bytes) or, when the piece cannot be served, its `error`; then `data` follows
+   * until `total_size` bytes were sent, and the next message starts the next piece. A
+   * piece's error (the statuses and reasons GetPiece would return: grant, access tag,
+   * NOT_FOUND, DATA_LOSS) ends only that piece; the call goes on. The node ends the call
+   * with OK after the client half-closed and every piece was answered. Saves per piece
+   * what GetPiece pays per call: a call's headers, trailers and setup on both sides.
+   * Servers without it answer UNIMPLEMENTED; use GetPiece then. No side effects.
+   */
+  getPieces(): ClientDuplexStream<GetPiecesRequest, GetPiecesResponse>;
+  getPieces(options: Partial<CallOptions>): ClientDuplexStream<GetPiecesRequest, GetPiecesResponse>;
+  getPieces(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<GetPiecesRequest, GetPiecesResponse>;
   /**
    * HasPieces says which of the given pieces the node holds; with `verify` it re-reads
    * and hashes each one (slow). Errors: INVALID_ARGUMENT (more than 10 000 ids, bad id).
