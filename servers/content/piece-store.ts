@@ -300,18 +300,23 @@ function close(e: ReadHandle): void {
 /**
  * Reusable message buffers for piece chunks: a node serving at loopback speed otherwise
  * allocates a fresh MiB-sized buffer per chunk, and that external memory churn makes V8
- * run a full mark-compact every few dozen MiB served.
+ * run a full mark-compact every few dozen MiB served. It keeps as many free buffers as
+ * were in use at once (up to `keepBytes`): 32 MiB (8 chunks) was too few for a node
+ * serving 8 MiB pieces to 4 lanes (3 chunks each), and the misses showed as page faults
+ * and mark-compacts in `perf`. Free buffers are dropped after `idleMs` without use.
  */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
   /** Buffers kept for reuse at most. */
   private readonly keep: number;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     /** Largest payload a pooled buffer holds. */
     readonly chunkBytes: number,
     /** Bytes of free buffers kept for reuse at most (at least 2 buffers). */
-    keepBytes = 32 * 1024 * 1024,
+    keepBytes = 128 * 1024 * 1024,
+    private readonly idleMs = 10_000,
   ) {
     this.keep = Math.max(2, Math.floor(keepBytes / chunkBytes));
   }
@@ -323,6 +328,15 @@ export class ChunkPool {
 
   /** Gives back a buffer from `take` that nothing refers to any more. */
   give(buf: Buffer): void {
-    if (this.free.length < this.keep && buf.length === PIECE_HEADROOM + this.chunkBytes + 6) this.free.push(buf);
+    if (this.free.length >= this.keep || buf.length !== PIECE_HEADROOM + this.chunkBytes + 6) return;
+    this.free.push(buf);
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => (this.free.length = 0), this.idleMs);
+    this.idleTimer.unref();
+  }
+
+  /** Free buffers held now. */
+  get size(): number {
+    return this.free.length;
   }
 }

@@ -3,7 +3,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { sha256Hex } from "../../clients/content/crypto.js";
 import { NodeStore } from "../../servers/runtime/store.js";
-import { PieceStore } from "../../servers/content/piece-store.js";
+import { ChunkPool, PieceStore } from "../../servers/content/piece-store.js";
 import { onCleanup, tempDir, testLogger } from "../helpers/nodes.js";
 import { testBytes } from "./cluster.js";
 
@@ -63,5 +63,21 @@ describe("PieceStore", () => {
     // Stored again: read from the new file.
     assert.equal(await pieces.put(id, b), true);
     assert.ok((await read(pieces, id, b.length)).equals(b));
+  });
+});
+
+describe("ChunkPool", () => {
+  it("reuses as many buffers as were in use at once, up to its limit, and drops them once idle", async () => {
+    const pool = new ChunkPool(1024, 4 * 1024, 100);
+    const taken = Array.from({ length: 6 }, () => pool.take());
+    for (const b of taken) pool.give(b);
+    assert.equal(pool.size, 4, "at most keepBytes / chunkBytes");
+    const again = Array.from({ length: 4 }, () => pool.take());
+    assert.ok(again.every((b) => taken.includes(b)), "the same buffers come back");
+    pool.give(Buffer.alloc(10));
+    assert.equal(pool.size, 0, "a buffer of another size is not kept");
+    for (const b of again) pool.give(b);
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(pool.size, 0);
   });
 });
