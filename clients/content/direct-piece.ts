@@ -472,8 +472,10 @@ export class DirectPieceConnection {
           const r = st.read;
           if (!r) throw new Error(`piece bytes on idle GetPieces stream ${st.id}`);
           if (r.got + k > r.maxBytes) throw new Error(`more than ${r.maxBytes} bytes for one piece`);
-          r.onData(buf, i, i + k);
           r.got += k;
+          r.onData(buf, i, i + k);
+          // Given up from within onData: the stream is gone, its bytes are not ours.
+          if (st.read !== r) return;
         }
         st.left -= k;
         st.msgLeft -= k;

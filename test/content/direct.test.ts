@@ -127,7 +127,9 @@ async function fakeNode(pieces: Map<string, Buffer>, getPieces: boolean): Promis
     impl["getPieces"] = (call: ServerDuplexStream<GetPiecesRequest, GetPiecesResponse>) => {
       calls.getPieces++;
       call.on("data", (req: GetPiecesRequest) => {
-        for (const m of messages(pieces.get(req.pieceId) ?? Buffer.alloc(0))) call.write(m);
+        // "e…": the first message of a 3000-byte piece, then nothing (a stalled node).
+        if (req.pieceId.startsWith("e")) call.write({ data: Buffer.alloc(1000, 1), totalSize: 3000 });
+        else for (const m of messages(pieces.get(req.pieceId) ?? Buffer.alloc(0))) call.write(m);
       });
       call.on("end", () => call.end());
     };
@@ -166,6 +168,24 @@ describe("DirectPieceConnection lanes", () => {
     const got = await Promise.all(ids.map((id) => read(conn, id)));
     got.forEach((b, i) => assert.ok(b.equals(pieces.get(ids[i] as string) as Buffer)));
     assert.deepEqual(node.calls, { getPiece: 0, getPieces: 4 });
+    assert.ok(conn.usesLanes);
+  });
+
+  it("resets a lane given up in the middle of a piece and reads the next piece on a new one", async () => {
+    const node = await fakeNode(pieces, true);
+    const conn = new DirectPieceConnection(node.address);
+    onCleanup(() => conn.close());
+    assert.ok((await read(conn, "a".repeat(64))).equals(pieces.get("a".repeat(64)) as Buffer));
+    const ac = new AbortController();
+    let got = 0;
+    const stalled = conn.fetch({ grant: Buffer.alloc(0), pieceId: "e".repeat(64), accessTag: Buffer.alloc(0) }, 3000, (_b, s, e) => {
+      got += e - s;
+      ac.abort(); // given up once its first bytes arrived (a hedge won elsewhere)
+    }, ac.signal, Date.now() + 10_000);
+    await assert.rejects(stalled, (err: { code?: number }) => err.code === Status.CANCELLED);
+    assert.equal(got, 1000);
+    assert.ok((await read(conn, "b".repeat(64))).equals(pieces.get("b".repeat(64)) as Buffer));
+    assert.deepEqual(node.calls, { getPiece: 0, getPieces: 2 }, "the reset lane is not used again");
     assert.ok(conn.usesLanes);
   });
 
