@@ -1839,7 +1839,8 @@ export const DistributionNodeServiceService = {
    * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
    * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
    * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
-   * effects.
+   * effects. To read many pieces from one node, GetPieces saves the cost of a call per
+   * piece.
    */
   getPiece: {
     path: "/switchyard.content.v1.DistributionNodeService/GetPiece" as const,
@@ -1959,7 +1960,8 @@ export interface DistributionNodeServiceServer extends UntypedServiceImplementat
    * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
    * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
    * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
-   * effects.
+   * effects. To read many pieces from one node, GetPieces saves the cost of a call per
+   * piece.
    */
   getPiece: handleServerStreamingCall<GetPieceRequest, GetPieceResponse>;
   /**
@@ -2035,7 +2037,8 @@ export interface DistributionNodeServiceClient extends Client {
    * what it serves (the downloader authenticates each piece by its GCM tag; HasPieces
    * with `verify` checks files at rest). Errors: NOT_FOUND (reason PIECE_NOT_FOUND),
    * DATA_LOSS (reason PIECE_CORRUPT: the stored file is shorter than recorded). No side
-   * effects.
+   * effects. To read many pieces from one node, GetPieces saves the cost of a call per
+   * piece.
    */
   getPiece(request: GetPieceRequest, options?: Partial<CallOptions>): ClientReadableStream<GetPieceResponse>;
   getPiece(
