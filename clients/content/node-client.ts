@@ -131,7 +131,7 @@ export class DistributionNodeClient {
 /** Node clients by address, opened on first use and closed together. */
 export class NodeClientPool {
   private readonly clients = new Map<string, DistributionNodeClient>();
-  /** Direct GetPiece readers (direct-piece.ts), for plaintext channels only. */
+  /** Direct piece readers (direct-piece.ts), for plaintext channels only. */
   readonly direct: DirectPiecePool | undefined;
   /** Reused buffers for pieces' stored bytes (piece-fetch.ts). */
   readonly buffers = new PieceBufferPool();
