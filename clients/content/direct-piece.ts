@@ -75,6 +75,8 @@ const STREAM_TOP_UP = 4 * 1024 * 1024;
 /** Connection receive window added at start, topped up after this much was consumed. */
 const CONNECTION_WINDOW = 1024 * 1024 * 1024;
 const CONNECTION_TOP_UP = 256 * 1024 * 1024;
+/** How long a closed connection waits for the node to end its idle lanes. */
+const CLOSE_GRACE_MS = 1000;
 
 const { DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY } = H2;
 const { END_STREAM, ACK, PADDED } = H2_FLAG;
@@ -138,6 +140,8 @@ export class DirectPieceConnection {
   private consumed = 0;
   /** Pieces being read (the socket keeps the process alive only while there are some). */
   private reading = 0;
+  /** Idle lanes half-closed by close(), waiting for the node's trailers. */
+  private readonly ending = new Set<number>();
   /** Use GetPieces lanes (until the node shows it has no GetPieces). */
   private lanes = true;
   /** No new streams (GOAWAY, error or close). */
@@ -232,7 +236,7 @@ export class DirectPieceConnection {
         cancel(Object.assign(new Error("deadline exceeded"), { code: DEADLINE_EXCEEDED, details: `piece ${req.pieceId} from ${this.address}: deadline exceeded` }));
         // This reader sends no keepalive pings: a stream this late may sit on a dead
         // connection, so the next attempt dials afresh (streams still here go to grpc-js).
-        this.close();
+        this.destroy();
       }, Math.max(0, deadline - Date.now()));
       timer.unref();
       this.send(read, opening);
@@ -246,9 +250,28 @@ export class DirectPieceConnection {
     this.socket.write(opening ? Buffer.concat([h2GrpcRequestHeaders(s.id, this.address, s.lane ? GET_PIECES_PATH : GET_PIECE_PATH), request]) : request);
   }
 
-  /** Closes the connection; running streams fail over to grpc-js. */
+  /**
+   * Closes the connection; running streams fail over to grpc-js. Idle lanes are ended
+   * first (half-closed, so the node finishes those calls with OK instead of seeing them
+   * cancelled); the socket closes once the node's trailers for them arrived, or after
+   * CLOSE_GRACE_MS.
+   */
   close(): void {
+    const idle = [...this.streams.values()].filter((s) => s.lane && !s.read);
+    const running = [...this.streams.values()].filter((s) => s.read);
     this.shut(`connection to ${this.address} closed by the client`);
+    if (idle.length === 0 || this.socket.destroyed) {
+      this.socket.destroy();
+      return;
+    }
+    for (const s of idle) this.ending.add(s.id);
+    this.socket.write(Buffer.concat([...idle.map((s) => h2Frame(DATA, END_STREAM, s.id)), ...running.map((s) => h2Cancel(s.id))]));
+    setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  /** Drops the connection at once (one that may be dead). */
+  private destroy(): void {
+    this.shut(`connection to ${this.address} given up by the client`);
     this.socket.destroy();
   }
 
@@ -408,6 +431,10 @@ export class DirectPieceConnection {
     } else if (type === RST_STREAM) {
       const st = this.streams.get(sid);
       if (st) this.ended(st, `${this.address} reset the stream`);
+    }
+    if ((type === RST_STREAM || ((type === DATA || type === HEADERS) && (flags & END_STREAM) !== 0)) && this.ending.delete(sid) && this.ending.size === 0) {
+      this.socket.destroy(); // every lane close() ended is over
+      return;
     }
     if ((type === DATA || type === HEADERS) && (flags & END_STREAM) !== 0) {
       const st = this.streams.get(sid);

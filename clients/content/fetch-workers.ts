@@ -17,6 +17,9 @@ import { PieceAuthError } from "./crypto.js";
 import type { PieceFetchRequest } from "./piece-fetch.js";
 import type { PieceTarget, WorkerError, WorkerReply, WorkerRequest } from "./worker-protocol.js";
 
+/** How long a stopped idle worker may take to end its connections before it is terminated. */
+const STOP_GRACE_MS = 2000;
+
 export type { PieceTarget, WorkerError, WorkerReply, WorkerRequest } from "./worker-protocol.js";
 
 /** The error again, on the main thread. */
@@ -193,7 +196,12 @@ export class PieceWorkers {
     for (const slot of this.slots) {
       slot.worker.removeAllListeners();
       slot.worker.on("error", () => undefined);
-      void slot.worker.terminate().catch(() => undefined);
+      if (slot.pending.size === 0 && slot.closing.size === 0) {
+        // An idle worker ends its connections itself (the nodes see its idle GetPieces
+        // lanes end with OK, not cancelled) and exits; terminated if it has not by then.
+        slot.worker.postMessage({ t: "stop" } satisfies WorkerRequest);
+        setTimeout(() => void slot.worker.terminate().catch(() => undefined), STOP_GRACE_MS).unref();
+      } else void slot.worker.terminate().catch(() => undefined);
       for (const p of slot.pending.values()) p.reject(err);
       slot.pending.clear();
       for (const done of slot.closing.values()) done();

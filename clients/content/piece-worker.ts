@@ -47,6 +47,13 @@ port.on("message", (msg: WorkerRequest) => {
     running.get(msg.id)?.abort();
     return;
   }
+  if (msg.t === "stop") {
+    // Idle lanes end with OK on the nodes rather than as cancelled calls.
+    direct?.close();
+    void grpcPool?.then((p) => p.close());
+    port.close();
+    return;
+  }
   if (msg.t === "close") {
     void files.close(msg.sink).then(() => port.postMessage({ t: "closed", id: msg.id } satisfies WorkerReply));
     return;

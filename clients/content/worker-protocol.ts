@@ -10,7 +10,9 @@ import type { PieceFetchRequest } from "./piece-fetch.js";
 export type WorkerRequest =
   | { t: "fetch"; id: number; address: string; req: PieceFetchRequest; direct: boolean; out?: PieceTarget }
   | { t: "cancel"; id: number }
-  | { t: "close"; id: number; sink: number };
+  | { t: "close"; id: number; sink: number }
+  /** Nothing runs any more: end the connections gracefully and exit. */
+  | { t: "stop" };
 
 /** Worker → main thread. */
 export type WorkerReply =

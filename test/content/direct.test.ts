@@ -22,9 +22,12 @@ import {
 } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 import { errorFromRpcStatus, parseRichError } from "../../clients/grpc/rich-error.js";
 import { GrantSigner } from "../../servers/content/grant.js";
+import { encryptPiece, sha256Hex } from "../../clients/content/crypto.js";
+import { distributionNodeRole } from "../../servers/content/role-distribution-node.js";
+import { PieceWorkers } from "../../clients/content/fetch-workers.js";
 import { grpcFramed } from "../../clients/grpc/framing.js";
-import { onCleanup } from "../helpers/nodes.js";
-import { chunks, collect, GRANT_KEYS, startContentCluster, testBytes } from "./cluster.js";
+import { onCleanup, startTestNode } from "../helpers/nodes.js";
+import { chunks, collect, GRANT_KEYS, nodeConfig, startContentCluster, testBytes } from "./cluster.js";
 
 describe("DirectPieceConnection", () => {
   describe("fetch", () => {
@@ -140,6 +143,14 @@ async function fakeNode(pieces: Map<string, Buffer>, getPieces: boolean): Promis
   return { address: `127.0.0.1:${port}`, calls };
 }
 
+/** Resolves once `cond` holds (checked every 20 ms), or fails after 5 s. */
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  for (const end = Date.now() + 5000; !(await cond()); ) {
+    if (Date.now() > end) throw new Error("condition not reached in 5 s");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe("DirectPieceConnection lanes", () => {
   const pieces = new Map<string, Buffer>([
     ["a".repeat(64), testBytes(5_500, 1)],
@@ -187,6 +198,40 @@ describe("DirectPieceConnection lanes", () => {
     assert.ok((await read(conn, "b".repeat(64))).equals(pieces.get("b".repeat(64)) as Buffer));
     assert.deepEqual(node.calls, { getPiece: 0, getPieces: 2 }, "the reset lane is not used again");
     assert.ok(conn.usesLanes);
+  });
+
+  it("ends its idle lanes when closed, and fetch workers theirs when stopped, so the node finishes those calls with OK", async () => {
+    const node = await startTestNode(distributionNodeRole, { id: "dn-m", roleConfig: nodeConfig(), config: { metrics: { listen: "127.0.0.1:0" } } });
+    const manage = Buffer.from(new GrantSigner(GRANT_KEYS).manage("test"));
+    const key = Buffer.alloc(32, 7);
+    const nonce = Buffer.alloc(12, 3);
+    const plain = testBytes(70_000, 9);
+    const stored = encryptPiece(plain, key, nonce);
+    const pieceId = sha256Hex(stored);
+    const client = new DistributionNodeClient(node.address);
+    onCleanup(() => client.close());
+    await client.put(manage, pieceId, stored);
+    /** GetPieces calls the node finished, by status. */
+    const lanes = async (): Promise<Record<string, number>> => {
+      const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+      const out: Record<string, number> = {};
+      for (const m of text.matchAll(/grpc_server_handled_total\{[^}]*grpc_method="GetPieces"[^}]*grpc_code="([A-Z_]+)"[^}]*\} (\d+)/g)) out[m[1] as string] = Number(m[2]);
+      return out;
+    };
+    // The direct reader: three pieces at once (three lanes), then close().
+    const conn = new DirectPieceConnection(node.address);
+    const req = { grant: manage, pieceId, accessTag: Buffer.alloc(0) };
+    await Promise.all([0, 1, 2].map(() => conn.fetch(req, stored.length, () => undefined, new AbortController().signal, Date.now() + 10_000)));
+    conn.close();
+    await until(async () => (await lanes())["OK"] === 3);
+    // A fetch worker: one piece, then the workers are closed.
+    const workers = new PieceWorkers(1);
+    onCleanup(() => workers.close());
+    const fr = { index: 0, pieceId, size: plain.length, storedSize: stored.length, key, nonce, grant: manage, accessTag: Buffer.alloc(0), nodeId: "dn-m", deadline: Date.now() + 10_000 };
+    assert.ok(Buffer.concat(await workers.fetch(node.address, fr, new AbortController().signal)).equals(plain));
+    workers.close();
+    await until(async () => (await lanes())["OK"] === 4);
+    assert.deepEqual(await lanes(), { OK: 4 }, "none cancelled");
   });
 
   it("reads from a node without GetPieces by GetPiece, the first piece included", async () => {
