@@ -5,6 +5,7 @@
 import { Metadata, type ClientWritableStream } from "@grpc/grpc-js";
 import {
   ContentManagerServiceClient,
+  ContentManagerServiceService,
   type AddNodeResponse,
   type DeleteContentResponse,
   type ListHistoryRequest,
@@ -16,6 +17,7 @@ import {
 } from "../../gen/switchyard/content/v1/content_manager_service.js";
 import type { Content, DistributionNode, HistoryEntry, Manifest, ReplicaPolicy } from "../../gen/switchyard/content/v1/content.js";
 import { dial, type ChannelSettings } from "../grpc/channel.js";
+import { serializeUploadRequest } from "./upload-wire.js";
 import { unary, type CallSettings } from "../grpc/call.js";
 import { msToDuration } from "../grpc/duration.js";
 
@@ -69,7 +71,12 @@ export class ContentManagerClient {
   ): Promise<UploadResponse> {
     return new Promise<UploadResponse>((resolve, reject) => {
       let settled = false;
-      const call: ClientWritableStream<UploadRequest> = this.raw.upload(
+      // Upload's own serializer: a data chunk costs one copy (upload-wire.ts).
+      const def = ContentManagerServiceService.upload;
+      const call: ClientWritableStream<UploadRequest> = this.raw.makeClientStreamRequest(
+        def.path,
+        serializeUploadRequest,
+        def.responseDeserialize,
         this.metadata(),
         opts.deadline !== undefined ? { deadline: opts.deadline } : { deadline: Infinity },
         (err, res) => {

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ContentManagerServiceService } from "../../gen/switchyard/content/v1/content_manager_service.js";
+import { deserializeUploadRequest } from "../../clients/content/upload-wire.js";
 import { durationToMs } from "../../clients/grpc/duration.js";
 import { msToDuration } from "../../clients/grpc/duration.js";
 import type { CallContext } from "../runtime/service.js";
@@ -118,7 +119,9 @@ export const contentManagerRole: RoleDefinition<ContentManagerConfig> = {
       return { principal: t.principal, peer: call.peer };
     };
 
-    const service = ctx.implement(ContentManagerServiceService, {
+    // Upload's own deserializer: data chunks are views of the received messages (upload-wire.ts).
+    const definition = { ...ContentManagerServiceService, upload: { ...ContentManagerServiceService.upload, requestDeserialize: deserializeUploadRequest } };
+    const service = ctx.implement(definition, {
       upload: async (requests, call) => {
         const caller = auth(call, "upload");
         const { content, elapsedMs } = await manager.upload(requests, caller, call.signal);
