@@ -6,7 +6,7 @@
  * it, no copy) and decodes to a view of the received message (no copy). Wire-compatible
  * with the generated codec: any other field is skipped on decode.
  */
-import { GRPC_PREFIX_BYTES, varintLength, writeGrpcPrefix, writeVarint } from "../grpc/framing.js";
+import { GRPC_PREFIX_BYTES, readFields, varintLength, writeGrpcPrefix, writeVarint } from "../grpc/framing.js";
 import type { GetPieceResponse } from "../../gen/switchyard/content/v1/distribution_node_service.js";
 
 /**
@@ -71,35 +71,15 @@ export function serializePieceResponse(v: EncodedPieceResponse): Buffer {
 export function deserializePieceResponse(buf: Buffer): GetPieceResponse {
   let data: Buffer = Buffer.alloc(0);
   let totalSize = 0;
-  let i = 0;
-  const varint = (): number => {
-    let n = 0;
-    let mul = 1;
-    for (;;) {
-      if (i >= buf.length) throw new RangeError("truncated varint in GetPieceResponse");
-      const b = buf[i++] as number;
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 128;
-      if (mul > 2 ** 63) throw new RangeError("varint too long in GetPieceResponse");
-    }
-  };
-  while (i < buf.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key & 7;
-    if (wire === 2) {
-      const len = varint();
-      if (i + len > buf.length) throw new RangeError("truncated field in GetPieceResponse");
-      if (field === 1) data = buf.subarray(i, i + len);
-      i += len;
-    } else if (wire === 0) {
-      const v = varint();
+  readFields(
+    buf,
+    "GetPieceResponse",
+    (field, start, end) => {
+      if (field === 1) data = buf.subarray(start, end);
+    },
+    (field, v) => {
       if (field === 2) totalSize = v >>> 0;
-    } else if (wire === 1) i += 8;
-    else if (wire === 5) i += 4;
-    else throw new RangeError(`unsupported wire type ${wire} in GetPieceResponse`);
-  }
-  if (i > buf.length) throw new RangeError("truncated GetPieceResponse");
+    },
+  );
   return { data, totalSize };
 }

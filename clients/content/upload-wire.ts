@@ -10,7 +10,7 @@
  * last field of the oneof wins, as in protobuf.
  */
 import { UploadHeader, type UploadRequest } from "../../gen/switchyard/content/v1/content_manager_service.js";
-import { varintLength, writeVarint } from "../grpc/framing.js";
+import { readFields, varintLength, writeVarint } from "../grpc/framing.js";
 
 /** Serializer of UploadRequest: a data chunk in one allocation, anything else by the generated codec. */
 export function serializeUploadRequest(v: UploadRequest): Buffer {
@@ -36,35 +36,9 @@ export function serializeUploadRequest(v: UploadRequest): Buffer {
 /** Deserializer of UploadRequest: a data chunk is a view into the received message. */
 export function deserializeUploadRequest(buf: Buffer): UploadRequest {
   let part: UploadRequest["part"];
-  let i = 0;
-  const varint = (): number => {
-    let n = 0;
-    let mul = 1;
-    for (;;) {
-      if (i >= buf.length) throw new RangeError("truncated varint in UploadRequest");
-      const b = buf[i++] as number;
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 128;
-      if (mul > 2 ** 63) throw new RangeError("varint too long in UploadRequest");
-    }
-  };
-  while (i < buf.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key & 7;
-    if (wire === 2) {
-      const len = varint();
-      if (i + len > buf.length) throw new RangeError("truncated field in UploadRequest");
-      const value = buf.subarray(i, i + len);
-      if (field === 1) part = { $case: "header", value: UploadHeader.decode(value) };
-      else if (field === 2) part = { $case: "data", value };
-      i += len;
-    } else if (wire === 0) varint();
-    else if (wire === 1) i += 8;
-    else if (wire === 5) i += 4;
-    else throw new RangeError(`unsupported wire type ${wire} in UploadRequest`);
-  }
-  if (i > buf.length) throw new RangeError("truncated UploadRequest");
+  readFields(buf, "UploadRequest", (field, start, end) => {
+    if (field === 1) part = { $case: "header", value: UploadHeader.decode(buf.subarray(start, end)) };
+    else if (field === 2) part = { $case: "data", value: buf.subarray(start, end) };
+  });
   return { part };
 }

@@ -41,3 +41,48 @@ export function writeVarint(out: Buffer, at: number, n: number): number {
   out[at++] = n;
   return at;
 }
+
+/**
+ * Walks the fields of an encoded protobuf message, for the hand-written decoders of hot
+ * paths: `onBytes(field, start, end)` for each length-delimited field (its bytes are
+ * `buf[start..end)`), `onVarint(field, value)` for each varint field; 32- and 64-bit
+ * fields are skipped. Throws RangeError (naming `message`) on a truncated or malformed
+ * encoding.
+ */
+export function readFields(
+  buf: Uint8Array,
+  message: string,
+  onBytes: (field: number, start: number, end: number) => void,
+  onVarint?: (field: number, value: number) => void,
+): void {
+  let i = 0;
+  const varint = (): number => {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      if (i >= buf.length) throw new RangeError(`truncated varint in ${message}`);
+      const b = buf[i++] as number;
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 128;
+      if (mul > 2 ** 63) throw new RangeError(`varint too long in ${message}`);
+    }
+  };
+  while (i < buf.length) {
+    const key = varint();
+    const field = Math.floor(key / 8);
+    const wire = key & 7;
+    if (wire === 2) {
+      const len = varint();
+      if (i + len > buf.length) throw new RangeError(`truncated field in ${message}`);
+      onBytes(field, i, i + len);
+      i += len;
+    } else if (wire === 0) {
+      const v = varint();
+      onVarint?.(field, v);
+    } else if (wire === 1) i += 8;
+    else if (wire === 5) i += 4;
+    else throw new RangeError(`unsupported wire type ${wire} in ${message}`);
+  }
+  if (i > buf.length) throw new RangeError(`truncated ${message}`);
+}
