@@ -441,7 +441,7 @@ export class DirectPieceConnection {
       const r = st?.read;
       if (st && !st.lane && r && r.got === r.maxBytes && st.msgLeft === 0 && st.prefixGot === 0) r.resolve();
       else if (st) this.ended(st, `${this.address} ended piece stream ${sid}${r ? ` after ${r.got} of ${r.maxBytes} bytes` : ""}`);
-      if (this.closed && this.reading === 0) this.socket.end();
+      if (this.closed && this.reading === 0 && this.ending.size === 0) this.socket.end();
     }
   }
 
