@@ -17,9 +17,9 @@ import {
 } from "../../gen/switchyard/content/v1/content_manager_service.js";
 import type { Content, DistributionNode, HistoryEntry, Manifest, ReplicaPolicy } from "../../gen/switchyard/content/v1/content.js";
 import { dial, type ChannelSettings } from "../grpc/channel.js";
-import { serializeUploadRequest } from "./upload-wire.js";
 import { unary, type CallSettings } from "../grpc/call.js";
 import { msToDuration } from "../grpc/duration.js";
+import { serializeUploadRequest } from "./upload-wire.js";
 
 export type { Content, DistributionNode, HistoryEntry, Manifest, ReplicaPolicy, UploadHeader, LocatePieceResponse, RepairResponse, DeleteContentResponse };
 

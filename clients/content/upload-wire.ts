@@ -9,7 +9,7 @@
  * encoding is the same bytes (tested), and on decode unknown fields are skipped and the
  * last field of the oneof wins, as in protobuf.
  */
-import { UploadHeader, type UploadRequest } from "../../gen/switchyard/content/v1/content_manager_service.js";
+import { UploadHeader, UploadRequest } from "../../gen/switchyard/content/v1/content_manager_service.js";
 import { readFields, varintLength, writeVarint } from "../grpc/framing.js";
 
 /** Serializer of UploadRequest: a data chunk in one allocation, anything else by the generated codec. */
@@ -23,14 +23,7 @@ export function serializeUploadRequest(v: UploadRequest): Buffer {
     out.set(data, at);
     return out;
   }
-  if (part?.$case === "header") {
-    const header = UploadHeader.encode(part.value).finish();
-    const out = Buffer.allocUnsafe(1 + varintLength(header.length) + header.length);
-    out[0] = 0x0a; // field 1, length-delimited
-    out.set(header, writeVarint(out, 1, header.length));
-    return out;
-  }
-  return Buffer.alloc(0);
+  return Buffer.from(UploadRequest.encode(v).finish());
 }
 
 /** Deserializer of UploadRequest: a data chunk is a view into the received message. */

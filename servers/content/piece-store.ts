@@ -330,9 +330,8 @@ export class ChunkPool {
   give(buf: Buffer): void {
     if (this.free.length >= this.keep || buf.length !== PIECE_HEADROOM + this.chunkBytes + 6) return;
     this.free.push(buf);
-    clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => (this.free.length = 0), this.idleMs);
-    this.idleTimer.unref();
+    if (this.idleTimer) this.idleTimer.refresh();
+    else this.idleTimer = setTimeout(() => (this.free.length = 0), this.idleMs).unref();
   }
 
   /** Free buffers held now. */

@@ -172,7 +172,7 @@ export const distributionNodeRole: RoleDefinition<DistributionNodeConfig> = {
         const signal = call.signal;
         const { direct, write } = writerFor(sink);
         // A message built whole (an error, an empty piece), after everything written before it.
-        const sendWhole = (m: GetPiecesResponse): Promise<void> => (direct ? direct.send(grpcFramed(GetPiecesResponse.encode(m).finish())) : sink.send(m));
+        const sendWhole = (m: GetPiecesResponse): Promise<void> => (direct ? direct.send(grpcFramed(serializePiecesResponse(m))) : sink.send(m));
         for await (const req of requests) {
           let rec: { size: number };
           try {
